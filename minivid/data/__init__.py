@@ -1,0 +1,57 @@
+"""Shapes World: a procedural, seeded, offline world of captioned shapes and clips.
+
+The three kinds of data of text-to-video training, generated here on demand:
+image-text pairs (`ImageTextDataset`, `sample_batch(kind="image")`), unlabelled video
+(`VideoDataset`, kind="video") and video-text pairs (`VideoTextDataset`, kind="video_text").
+See datasets/README.md for the dataset card.
+"""
+from minivid.data.captions import (
+    IMAGE_TEMPLATES,
+    SYNONYMS,
+    VIDEO_TEMPLATES,
+    VOCAB,
+    all_captions,
+    caption,
+    parse_caption,
+    vocabulary,
+)
+from minivid.data.datasets import (
+    ImageTextDataset,
+    ShapesDataset,
+    VideoDataset,
+    VideoTextDataset,
+    collate,
+    from_uint8,
+    make_loader,
+    materialize_split,
+    render_items,
+    sample_batch,
+    to_uint8,
+)
+from minivid.data.render import coverage, render, sdf_circle, sdf_square, sdf_triangle
+from minivid.data.world import (
+    ATTRIBUTES,
+    COLOR_RGB,
+    COLORS,
+    DIRECTIONS,
+    HELDOUT_COMBOS,
+    KINDS,
+    SHAPES,
+    SIZES,
+    SPEEDS,
+    SPLITS,
+    WorldConfig,
+    centroid_offset,
+    combos,
+    is_heldout,
+    sample_params,
+)
+
+__all__ = [
+    "ATTRIBUTES", "COLORS", "COLOR_RGB", "DIRECTIONS", "HELDOUT_COMBOS", "IMAGE_TEMPLATES", "KINDS", "SHAPES",
+    "SIZES", "SPEEDS", "SPLITS", "SYNONYMS", "VIDEO_TEMPLATES", "VOCAB", "ImageTextDataset", "ShapesDataset",
+    "VideoDataset", "VideoTextDataset", "WorldConfig", "all_captions", "caption", "centroid_offset", "collate",
+    "combos", "coverage", "from_uint8", "is_heldout", "make_loader", "materialize_split", "parse_caption",
+    "render", "render_items", "sample_batch", "sample_params", "sdf_circle", "sdf_square", "sdf_triangle",
+    "to_uint8", "vocabulary",
+]

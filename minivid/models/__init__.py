@@ -1,0 +1,5 @@
+"""Denoising networks: one model per file, each with a config dataclass and named presets."""
+from minivid.models.mlp import MLP_PRESETS, DiffusionMLP, MLPConfig
+from minivid.models.unet2d import UNET2D_PRESETS, UNet2D, UNet2DConfig, unet2d_config
+
+__all__ = ["MLP_PRESETS", "DiffusionMLP", "MLPConfig", "UNET2D_PRESETS", "UNet2D", "UNet2DConfig", "unet2d_config"]
