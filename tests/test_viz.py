@@ -1,0 +1,47 @@
+"""GIF/MP4 writing and reading, grids, inline HTML."""
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from minivid import viz
+from minivid.data import sample_batch
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return sample_batch(3, kind="video_text", size=16, frames=6, generator=torch.Generator().manual_seed(0))
+
+
+def test_gif_round_trip_is_exact_to_8_bits(clips, tmp_path):
+    path = viz.save_video(clips["x"][0], tmp_path / "c.gif", scale=1)
+    back = viz.read_video(path)
+    assert back.shape == (3, 6, 16, 16)
+    assert (back - clips["x"][0]).abs().max() <= 1 / 127.5 + 1e-6
+
+
+def test_mp4_has_all_frames_and_padded_size(clips, tmp_path):
+    path = viz.save_video(clips["x"], tmp_path / "c.mp4", scale=4)
+    frames = iio.imread(path, index=None)
+    grid = viz.video_grid(clips["x"], scale=4)
+    assert frames.shape[0] == 6
+    assert frames.shape[1] % 16 == 0 and frames.shape[2] % 16 == 0
+    assert frames.shape[1] >= grid.shape[1] and frames.shape[2] >= grid.shape[2]
+
+
+def test_grid_layout_and_bad_input(clips):
+    g = viz.video_grid(clips["x"], ncols=2, scale=2, pad=1)
+    assert g.shape == (6, 2 * 33 + 1, 2 * 33 + 1, 3) and g.dtype == np.uint8
+    assert (g[:, 34:, 34:] == 255).all()                 # the 4th cell of a 3-clip grid is empty
+    with pytest.raises(ValueError, match=r"\(B,3,T,H,W\)"):
+        viz.video_grid(torch.zeros(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="unsupported extension"):
+        viz.save_video(clips["x"], "x.avi")
+
+
+def test_html_has_one_gif_and_caption_per_clip(clips):
+    html = viz.videos_html(clips["x"], clips["captions"], ncols=2)
+    assert html.count("data:image/gif;base64,") == 3 and html.count("<tr>") == 2
+    assert clips["captions"][1] in html
+    with pytest.raises(ValueError, match="3 clips but 1 captions"):
+        viz.videos_html(clips["x"], ["one"])
