@@ -25,7 +25,11 @@ def _cmd_exercises(args) -> int:
     from minivid import exercises
 
     if args.action == "export":
-        regions = exercises.export(args.dir, force=args.force)
+        try:
+            regions = exercises.export(args.dir, force=args.force)
+        except (exercises.ExerciseFormatError, FileExistsError) as e:
+            print(f"exercises export: {e}", file=sys.stderr)
+            return 2
         print(f"wrote a student copy to {args.dir} with {len(regions)} exercises stripped:")
         for r in regions:
             print(f"  {r.id:>5}  {r.title}  ({r.where()})")

@@ -32,8 +32,8 @@ def test_strip_replaces_region_with_raise_and_keeps_signature():
 
 
 @pytest.mark.parametrize("bad,msg", [
-    (GOOD.replace("        ### END SOLUTION\n", ""), "never closed"),
-    (GOOD.replace("        return y\n", "        ### BEGIN SOLUTION  # exercise 3.2: x\n"), "nested"),
+    (GOOD.replace("    ### END SOLUTION\n", ""), "never closed"),
+    (GOOD.replace("    return y\n", "    ### BEGIN SOLUTION  # exercise 3.2: x\n"), "nested"),
     (GOOD.replace("  # exercise 3.1: double it", ""), "needs a tag"),
     (GOOD.replace("    ### BEGIN SOLUTION  # exercise 3.1: double it\n", ""), "without a matching BEGIN"),
 ])
@@ -45,7 +45,7 @@ def test_malformed_regions_are_refused(bad, msg):
 def test_export_refuses_bad_package_before_writing(tmp_path):
     src = tmp_path / "src"
     (src / "minivid").mkdir(parents=True)
-    (src / "minivid" / "m.py").write_text(GOOD.replace("        ### END SOLUTION\n", ""))
+    (src / "minivid" / "m.py").write_text(GOOD.replace("    ### END SOLUTION\n", ""))
     with pytest.raises(ex.ExerciseFormatError, match="never closed"):
         ex.export(tmp_path / "dst", src=src)
     assert not (tmp_path / "dst").exists()

@@ -1,13 +1,13 @@
 """Exercise tooling: nbgrader-style solution regions, student-copy export, per-exercise checks.
 
 A solution region lives inside a function body in `minivid/`; signature, docstring and
-shape contract stay outside it:
+shape contract stay outside it (drawn here with a `|` margin so this file has no region):
 
-    def q_sample(x0, t, noise, schedule):
-        \"\"\"Sample x_t ~ q(x_t | x_0).  x0, noise: (B, ...); t: (B,) long.\"\"\"
-        ### BEGIN SOLUTION  # exercise 1.1: sample x_t from q(x_t | x_0)
-        ...
-        ### END SOLUTION
+    | def q_sample(x0, t, noise, schedule):
+    |     \"\"\"Sample x_t ~ q(x_t | x_0).  x0, noise: (B, ...); t: (B,) long.\"\"\"
+    |     ### BEGIN SOLUTION  # exercise 1.1: sample x_t from q(x_t | x_0)
+    |     ...
+    |     ### END SOLUTION
 
 `export(dst)` writes a student copy of the repository in which each region becomes
 `raise NotImplementedError("Exercise 1.1: sample x_t from q(x_t | x_0)")`. Tests that check an
