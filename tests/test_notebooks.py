@@ -4,11 +4,13 @@ Adding a notebook adds its test. The first code cell must be tagged `parameters`
 PRESET = "full"; like papermill, we inject a cell right after it that overrides PRESET.
 """
 import os
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -40,6 +42,11 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path):
     os.environ.setdefault("MPLBACKEND", "Agg")
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
+    try:
+        client.execute()
+    except CellExecutionError as e:
+        # the short form a learner can act on: which cell, which error (not the kernel plumbing)
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        pytest.fail(f"{path.name}: a cell failed in smoke mode:\n{plain[-3000:]}", pytrace=False)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
