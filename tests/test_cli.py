@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from minivid.__main__ import main
-from minivid.viz import save_video
 from minivid.data import sample_batch
+from minivid.viz import save_video
 
 
 def test_help_runs_as_a_module():
