@@ -1,0 +1,174 @@
+"""Chapter 03 model: the factorised space-time 3-D U-Net (VDM, arXiv:2204.03458) and its image masking."""
+import pytest
+import torch
+
+from minivid.models.unet3d import (
+    SpaceTimeConv,
+    TemporalAttention,
+    UNet3D,
+    VideoResBlock,
+    count_params,
+    model_flops,
+    temporal_attention_mask,
+    unet3d_config,
+)
+from minivid.ops import conv3d_flops, factorized_conv3d_flops, factorized_conv3d_reference, naive_attention
+from minivid.testing import assert_close
+
+
+def _randomize(module, seed=1, scale=0.1):
+    """Give every parameter random values (zero-init and identity-init layers included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+def _tiny(**kw):
+    torch.manual_seed(0)
+    return UNet3D(unet3d_config("unet3d-tiny", **kw))
+
+
+def test_shapes_presets_and_errors():
+    m = _tiny(context_dim=8)
+    x, t = torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 900])
+    assert m(x, t).shape == x.shape
+    assert m(x, t, context=torch.randn(2, 5, 8)).shape == x.shape
+    assert m(x, torch.randint(0, 1000, (2, 4))).shape == x.shape
+    for name in ("unet3d-small", "unet3d-base"):
+        assert UNet3D(unet3d_config(name)).cfg.extra["preset"] == name
+    with pytest.raises(ValueError, match="unknown 3-D U-Net preset"):
+        unet3d_config("unet3d-huge")
+    with pytest.raises(ValueError, match="conv must be"):
+        unet3d_config("unet3d-tiny", conv="dense")
+    with pytest.raises(ValueError, match=r"x must be video"):
+        m(torch.randn(2, 3, 8, 8), t)
+    with pytest.raises(ValueError, match=r"t must be"):
+        m(x, torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"image must be"):
+        m(x, t, image=torch.tensor([True]))
+    with pytest.raises(ValueError, match=r"context must be"):
+        m(x, t, context=torch.randn(3, 5, 8))
+
+
+def test_zero_init_output_and_identity_blocks():
+    m = _tiny(context_dim=8)
+    x = torch.randn(2, 3, 4, 8, 8)
+    assert torch.equal(m(x, torch.tensor([1, 500])), torch.zeros_like(x))
+    h, emb = torch.randn(2 * 4, 16, 8, 8), torch.randn(2 * 4, 64)
+    res = VideoResBlock("r", 16, 16, 64, 8, 0.0, "factorized")
+    assert torch.equal(res(h, emb, num_frames=4), h), "a fresh VideoResBlock is the identity"
+    ta = TemporalAttention("ta", 16, 16, 8, 16)
+    assert torch.equal(ta(h, num_frames=4), h), "a fresh TemporalAttention is the identity (zero-init proj)"
+
+
+@pytest.mark.exercise("3.1")
+def test_factorized_conv_matches_reference_float64():
+    torch.manual_seed(0)
+    conv = _randomize(SpaceTimeConv(3, 5, "factorized")).double()
+    x = torch.randn(2, 3, 5, 7, 6, dtype=torch.float64)
+    c = conv.conv
+    ref = factorized_conv3d_reference(x, c.spatial.weight, c.spatial.bias, c.temporal.weight, c.temporal.bias)
+    assert_close(conv(x), ref, atol=1e-12, rtol=1e-12, name="factorized conv")
+    assert_close(conv(x, torch.tensor([False, False])), ref, atol=1e-12, rtol=1e-12, name="factorized conv, clips")
+    # image items: only the per-frame spatial conv, i.e. the reference with an identity temporal kernel
+    eye = torch.zeros_like(c.temporal.weight)
+    eye[torch.arange(5), torch.arange(5), 1] = 1
+    ref_img = factorized_conv3d_reference(x, c.spatial.weight, c.spatial.bias, eye, None)
+    out = conv(x, torch.tensor([True, False]))
+    assert_close(out[0], ref_img[0], atol=1e-12, rtol=1e-12, name="image item")
+    assert_close(out[1], ref[1], atol=1e-12, rtol=1e-12, name="clip item in a mixed batch")
+
+
+@pytest.mark.exercise("3.2")
+def test_temporal_attention_matches_per_pixel_reference():
+    torch.manual_seed(0)
+    ta = _randomize(TemporalAttention("ta", 8, 4, 8, 16), scale=0.3).double()
+    B, T, C, H, W = 2, 5, 8, 3, 4
+    x = torch.randn(B * T, C, H, W, dtype=torch.float64)
+    out = ta(x, num_frames=T)
+    bias = ta.rel_pos(T, T)                                              # (heads, T, T)
+    assert bias.abs().sum() > 0
+    xv = x.reshape(B, T, C, H, W)
+    expected = torch.empty_like(xv)
+    for b in range(B):
+        for i in range(H):
+            for j in range(W):
+                seq = xv[b, :, :, i, j]                                  # (T, C): one pixel across frames
+                q, k, v = ta.qkv(ta.norm(seq)).chunk(3, -1)
+                split = lambda z: z.reshape(T, 2, 4).transpose(0, 1)[None]  # noqa: E731  (1, heads, T, 4)
+                a = naive_attention(split(q), split(k), split(v), bias=bias[None])[0]
+                expected[b, :, :, i, j] = seq + ta.proj(a.transpose(0, 1).reshape(T, C))
+    assert_close(out, expected.reshape(B * T, C, H, W), atol=1e-10, rtol=1e-10, name="temporal attention")
+
+
+@pytest.mark.exercise("3.3")
+def test_temporal_attention_mask_closed_form():
+    m = temporal_attention_mask(torch.tensor([True, False, True]), 4)
+    assert m.shape == (3, 4, 4) and m.dtype == torch.bool
+    assert torch.equal(m[0], torch.eye(4, dtype=torch.bool))
+    assert torch.equal(m[1], torch.ones(4, 4, dtype=torch.bool))
+    assert torch.equal(m[2], torch.eye(4, dtype=torch.bool))
+    assert temporal_attention_mask(None, 4) is None
+
+
+@pytest.mark.exercise("3.1")
+@pytest.mark.exercise("3.2")
+@pytest.mark.exercise("3.3")
+@pytest.mark.parametrize("conv", ["factorized", "full"])
+def test_image_items_never_mix_frames(conv):
+    """Changing frame j of an image item changes no other frame; for a clip it does."""
+    m = _randomize(_tiny(context_dim=8, conv=conv, temporal_attn_levels=(0, 1))).double().eval()
+    B, T = 2, 4
+    x = torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
+    t = torch.tensor([10, 600])
+    ctx = torch.randn(B, T, 5, 8, dtype=torch.float64)             # one caption per frame
+    image = torch.tensor([True, False])
+    y = m(x, t, context=ctx, image=image)
+    j = 2
+    x2 = x.clone()
+    x2[:, :, j] += torch.randn_like(x2[:, :, j])
+    y2 = m(x2, t, context=ctx, image=image)
+    others = [i for i in range(T) if i != j]
+    assert_close(y2[0, :, others], y[0, :, others], atol=1e-12, rtol=0, name="image item, frames i != j")
+    assert (y2[0, :, j] - y[0, :, j]).abs().max() > 1e-3, "frame j itself must change"
+    assert (y2[1, :, others] - y[1, :, others]).abs().max() > 1e-3, "a clip's frames must see each other"
+
+
+def test_mixed_batch_items_are_independent_and_per_frame_context():
+    m = _randomize(_tiny(context_dim=8)).eval()
+    x, t = torch.randn(3, 3, 4, 8, 8), torch.tensor([5, 50, 500])
+    ctx, cmask = torch.randn(3, 6, 8), torch.tensor([[1, 1, 1, 1, 0, 0]] * 3, dtype=torch.bool)
+    image = torch.tensor([False, True, False])
+    y = m(x, t, context=ctx, context_mask=cmask, image=image)
+    alone = m(x[1:2], t[1:2], context=ctx[1:2], context_mask=cmask[1:2], image=image[1:2])
+    assert_close(y[1:2], alone, atol=1e-5, rtol=1e-5, name="image item in a mixed batch vs alone")
+    per_frame = m(x, t, context=ctx[:, None].expand(3, 4, 6, 8), context_mask=cmask[:, None].expand(3, 4, 6),
+                  image=image)
+    assert_close(per_frame, y, atol=1e-6, rtol=1e-6, name="per-frame context repeated == per-item context")
+    assert (m(x, t, context=torch.randn(3, 6, 8), context_mask=cmask, image=image) - y).abs().max() > 1e-4
+
+
+def test_gradients_reach_every_parameter():
+    m = _randomize(_tiny(context_dim=8, pooled_dim=6))
+    out = m(torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 500]), context=torch.randn(2, 5, 8),
+            pooled=torch.randn(2, 6), image=torch.tensor([False, True]))
+    out.square().mean().backward()
+    dead = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, f"no gradient reaches {dead}"
+
+
+def test_flops_counter_matches_closed_form_and_full_costs_more():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(1, 16, 8, 16, 16)
+    for kind, expected in (("factorized", factorized_conv3d_flops(x.shape, 32)),
+                           ("full", conv3d_flops(x.shape, 32, (3, 3, 3)))):
+        with FlopCounterMode(display=False) as fc:
+            SpaceTimeConv(16, 32, kind)(x)
+        assert fc.get_total_flops() == expected, kind
+    fact, full = _tiny(context_dim=8), _tiny(context_dim=8, conv="full")
+    assert count_params(full) > count_params(fact)
+    f_fact, f_full = model_flops(fact, T=4, size=8), model_flops(full, T=4, size=8)
+    assert 1.3 < f_full / f_fact < 3.0, (f_full, f_fact)
