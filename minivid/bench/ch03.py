@@ -1,0 +1,117 @@
+"""Chapter 03 benchmark: the factorised 3-D U-Net text-to-video model (VDM, arXiv:2204.03458).
+
+`python -m minivid bench ch03 --preset full`:
+* cost: parameters and FLOPs per clip of the factorised U-Net vs the same U-Net with full 3x3x3
+  convolutions (and with per-frame convs only), plus a measured training step of each;
+* quality: the cached main model (trained first if absent, steps/s recorded) on held-out
+  attribute combinations, judged (colour, shape, size, motion, temporal consistency, flicker);
+* the paper's ablation: the same recipe with and without joint image training, both arms
+  trained fresh on a shorter budget (`Ch03Preset.ablation_steps`), judged side by side;
+* sampling time per clip, DDIM at 50 and 20 steps (with classifier-free guidance).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from minivid.data import sample_batch
+from minivid.eval import Judge
+from minivid.models.unet3d import count_params, model_flops
+from minivid.pipelines import ch03
+from minivid.utils import make_generator
+
+
+def _judge_row(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
+    s = judge.score(x, labels)
+    return {k: s[k] for k in ("color_acc", "shape_acc", "size_acc", "motion_acc", "temporal_consistency",
+                              "flicker", "validity") if k in s}
+
+
+def heldout_prompts(n: int, r: ch03.VideoRecipe, seed: int = 0) -> dict:
+    """n held-out video-text prompts with labels and real clips (sample_batch, fixed generator)."""
+    return sample_batch(n, kind="video_text", split="heldout", size=r.size, frames=r.frames,
+                        generator=make_generator(30_000 + seed))
+
+
+def _cost_rows(r: ch03.VideoRecipe, text_dim: int) -> list[dict]:
+    rows = []
+    x = torch.randn(4, 3, r.frames, r.size, r.size)
+    for conv in ("factorized", "full", "spatial"):
+        m = ch03.build_model(r, text_dim, conv=conv)
+        ctx = torch.randn(4, 16, text_dim)
+        t = torch.randint(0, r.T, (4,))
+        m(x, t, context=ctx).square().mean().backward()                   # warm-up
+        t0 = time.perf_counter()
+        for _ in range(2):
+            m.zero_grad()
+            m(x, t, context=ctx).square().mean().backward()
+        step = (time.perf_counter() - t0) / 2
+        rows.append({"conv": conv, "params": count_params(m),
+                     "GFLOPs/clip": model_flops(m, T=r.frames, size=r.size) / 1e9,
+                     "train step (4 clips) s": step})
+    return rows
+
+
+def run(preset: str = "smoke", seed: int = 0) -> dict:
+    p = ch03.get_preset(preset)
+    r = p.video
+    judge = Judge()
+    figures, tables = {}, {}
+
+    # main model (cached) + its training speed
+    path = ch03.checkpoint_path(p, seed)
+    fresh = not path.exists()
+    t0 = time.perf_counter()
+    model, schedule, cond, state = ch03.train_video(p, seed, progress=True)
+    train_s = time.perf_counter() - t0
+    if fresh and state.resumed_from is None:
+        figures["train_steps_per_s"] = r.steps / train_s
+        figures["train_minutes"] = train_s / 60
+    figures["train_steps"] = r.steps
+    tables["cost"] = _cost_rows(r, cond.dim)
+    fact, full = tables["cost"][0], tables["cost"][1]
+    figures["flops_ratio_full_over_factorized"] = full["GFLOPs/clip"] / fact["GFLOPs/clip"]
+    figures["params_ratio_full_over_factorized"] = full["params"] / fact["params"]
+
+    # held-out quality
+    prompts = heldout_prompts(p.eval_samples, r, seed)
+    x = ch03.generate(model, schedule, cond, prompts["captions"], p.guidance, objective=r.objective,
+                      steps=p.eval_steps, seed=seed, frames=r.frames, size=r.size)
+    main = _judge_row(judge, x, prompts["labels"])
+    figures.update({f"heldout_{k}": v for k, v in main.items()})
+    real = _judge_row(judge, prompts["x"], prompts["labels"])
+    tables["heldout"] = [{"samples": f"model (joint, {r.steps} steps)", **main},
+                         {"samples": "real held-out clips", **real}]
+    figures["heldout_frechet"] = judge.frechet(prompts["x"], x)
+
+    # sampling time per clip
+    rows = []
+    for steps in p.timing_steps:
+        t0 = time.perf_counter()
+        ch03.generate(model, schedule, cond, prompts["captions"][:p.timing_clips], p.guidance, objective=r.objective,
+                      steps=steps, seed=seed, frames=r.frames, size=r.size, progress=False)
+        per = (time.perf_counter() - t0) / p.timing_clips
+        figures[f"ddim{steps}_s_per_clip"] = per
+        rows.append({"sampler": f"DDIM-{steps} + CFG", "clips per batch": p.timing_clips, "s/clip": per})
+    tables["sampling"] = rows
+
+    # ablation: joint image-video training vs video only, same (shorter) budget, both fresh
+    rows = []
+    sub = heldout_prompts(p.ablation_samples, r, seed + 1)
+    for joint in (True, False):
+        rec = replace(r, joint=joint, steps=p.ablation_steps)
+        m, sch, c, _ = ch03.train_video(p, seed, progress=True, recipe=rec)
+        xa = ch03.generate(m, sch, c, sub["captions"], p.guidance, objective=r.objective, steps=p.eval_steps,
+                           seed=seed, frames=r.frames, size=r.size)
+        row = _judge_row(judge, xa, sub["labels"])
+        frames_seen = (r.batch_size - (r.image_items if joint else 0), r.image_items if joint else 0)
+        rows.append({"training": "joint video + images" if joint else "video only",
+                     "steps": p.ablation_steps, "clips/images items per batch": f"{frames_seen[0]}/{frames_seen[1]}",
+                     **row})
+        figures[f"ablation_{'joint' if joint else 'video_only'}_color_acc"] = row["color_acc"]
+        figures[f"ablation_{'joint' if joint else 'video_only'}_shape_acc"] = row["shape_acc"]
+        figures[f"ablation_{'joint' if joint else 'video_only'}_motion_acc"] = row.get("motion_acc", float("nan"))
+    tables["ablation"] = rows
+    return {"figures": figures, "tables": tables}

@@ -1,0 +1,284 @@
+"""Chapter 03 recipes: the first text-to-video model, a factorised 3-D U-Net trained jointly on video and images.
+
+Follows Video Diffusion Models (Ho et al. 2022, arXiv:2204.03458): a space-time U-Net
+(minivid.models.unet3d), conditioned on the frozen chapter-02 text encoder (cross-attention to
+the tokens plus the pooled vector), classifier-free guidance (arXiv:2207.12598), v-prediction
+on a cosine schedule (arXiv:2202.00512, as chapter 02), DDIM sampling (arXiv:2010.02502).
+
+Data, as the field has it: video-text pairs are *scarce* - a small fixed pool of captioned clips
+(`VideoRecipe.video_pool`, 2,000 in the full preset, rendered once and cached) - while
+image-text pairs are plentiful (the chapter-02 pool of 20,000). Joint training fills part of
+every batch with "image items": T independent captioned images, masked so they never see each
+other. Held-out attribute combinations never appear in either pool.
+
+    model, schedule, cond, state = train_video("full")           # cached under cache_dir("checkpoints")
+    x = generate(model, schedule, cond, ["a big red circle moving to the right"] * 4)   # (4, 3, 8, 16, 16)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from minivid.data import WorldConfig, from_uint8, materialize_split
+from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
+from minivid.models.unet3d import UNet3D, unet3d_config
+from minivid.text import TextConditioner
+from minivid.train import TrainConfig, train
+from minivid.utils import CheckpointError, cache_dir, load_checkpoint, make_generator
+
+
+@dataclass(frozen=True)
+class VideoRecipe:
+    unet: str = "unet3d-tiny"
+    unet_overrides: dict = field(default_factory=lambda: {"temporal_attn_levels": (0, 1)})
+    text_preset: str = "full"          # which chapter-02 text encoder (frozen)
+    joint: bool = True                 # joint image-video training
+    image_items: int = 2               # per batch: items made of T independent images (joint only)
+    p_uncond: float = 0.1              # caption dropout (classifier-free guidance)
+    size: int = 16
+    frames: int = 8
+    T: int = 1000
+    schedule: str = "cosine"
+    objective: str = "v"
+    steps: int = 2000
+    batch_size: int = 8                # items per batch (clips + image items); the same frames either way
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    video_pool: int = 2000             # the scarce video-text pairs (fixed, cached)
+    image_pool: int = 20000            # the plentiful image-text pairs (chapter 02's pool)
+
+
+@dataclass(frozen=True)
+class Ch03Preset:
+    name: str
+    video: VideoRecipe
+    eval_samples: int = 256            # held-out prompts judged
+    eval_steps: int = 20               # DDIM steps for the judged samples
+    guidance: float = 3.0              # default classifier-free guidance scale
+    timing_steps: tuple[int, ...] = (50, 20)
+    timing_clips: int = 8
+    ablation_steps: int = 800          # each arm of the joint-training ablation (both trained fresh)
+    ablation_samples: int = 128
+
+
+PRESETS = {
+    "smoke": Ch03Preset(
+        name="smoke",
+        video=VideoRecipe(unet="unet3d-tiny", unet_overrides={}, text_preset="smoke", image_items=2, T=100,
+                          frames=4, steps=4, batch_size=4, warmup_steps=0, video_pool=64, image_pool=256),
+        eval_samples=8, eval_steps=4, timing_steps=(4, 2), timing_clips=2, ablation_steps=3, ablation_samples=4,
+    ),
+    "full": Ch03Preset(name="full", video=VideoRecipe()),
+}
+
+
+def get_preset(name: str | Ch03Preset) -> Ch03Preset:
+    if isinstance(name, Ch03Preset):
+        return name
+    if name not in PRESETS:
+        raise ValueError(f"unknown ch03 preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def checkpoint_path(preset: str | Ch03Preset, seed: int = 0, recipe: VideoRecipe | None = None) -> Path:
+    """Where a preset's trained video model lives (keyed by the recipe and the text encoder's checkpoint)."""
+    from minivid.pipelines.ch02 import checkpoint_path as clip_path
+
+    p = get_preset(preset)
+    r = recipe or p.video
+    blob = json.dumps({"recipe": asdict(r), "seed": seed, "text": clip_path("clip", r.text_preset, seed).name},
+                      sort_keys=True, default=str)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return cache_dir("checkpoints") / f"ch03-video-{p.name}{'' if r.joint else '-nojoint'}-seed{seed}-{key}.pt"
+
+
+def how_to_retrain(preset: str) -> str:
+    return f"delete the file and run `python -m minivid train ch03 --preset {preset}`"
+
+
+# ----------------------------------------------------------------------------- data + text
+
+def load_conditioner(recipe: VideoRecipe, seed: int = 0, progress: bool = True) -> TextConditioner:
+    """The frozen chapter-02 text encoder wrapped for conditioning (trained first if absent)."""
+    from minivid.pipelines.ch02 import load_text_encoder
+
+    tok, enc = load_text_encoder(recipe.text_preset, seed, progress)
+    return TextConditioner(tok, enc, use_pooled=True)
+
+
+@torch.no_grad()
+def encode_captions(cond: TextConditioner, captions: list[str], batch: int = 2048) -> dict:
+    """Frozen text features of a caption list: {"context": (N, L, D), "context_mask": (N, L), "pooled": (N, D)}."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parts = [cond(captions[i:i + batch]) for i in range(0, len(captions), batch)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def training_data(recipe: VideoRecipe, cond: TextConditioner) -> dict:
+    """The two pools with their (precomputed, frozen) text features.
+
+    {"video": {"x": (Nv, 3, T, S, S) uint8, "text": features}, "image": {"x": (Ni, 3, S, S) uint8, "text": ...}}
+    """
+    world = WorldConfig(size=recipe.size, frames=recipe.frames)
+    vid = materialize_split("video_text", "train", recipe.video_pool, seed=0, world=world, verbose=False)
+    img = materialize_split("image", "train", recipe.image_pool, seed=0, world=WorldConfig(size=recipe.size),
+                            verbose=False)
+    return {"video": {"x": vid["x"], "text": encode_captions(cond, vid["captions"])},
+            "image": {"x": img["x"], "text": encode_captions(cond, img["captions"]) if recipe.joint else None}}
+
+
+def make_batch_fn(recipe: VideoRecipe, data: dict):
+    """batch_fn(step, g) -> {"x": (B, 3, T, S, S), "image": (B,) bool, "context": (B, T, L, D), ...}.
+
+    Joint training: the last `image_items` items are T independent images each (one caption per frame).
+    """
+    T = recipe.frames
+    n_img = recipe.image_items if recipe.joint else 0
+    n_vid = recipe.batch_size - n_img
+
+    def batch_fn(step, g):
+        vi = torch.randint(0, len(data["video"]["x"]), (n_vid,), generator=g)
+        x = [from_uint8(data["video"]["x"][vi])]                                  # (Bv, 3, T, S, S)
+        text = {k: v[vi][:, None].expand(n_vid, T, *v.shape[1:]) for k, v in data["video"]["text"].items()}
+        if n_img:
+            ii = torch.randint(0, len(data["image"]["x"]), (n_img * T,), generator=g)
+            imgs = from_uint8(data["image"]["x"][ii])                             # (Bi*T, 3, S, S)
+            x.append(imgs.reshape(n_img, T, *imgs.shape[1:]).transpose(1, 2))    # (Bi, 3, T, S, S)
+            for k, v in data["image"]["text"].items():
+                text[k] = torch.cat([text[k], v[ii].reshape(n_img, T, *v.shape[1:])])
+        image = torch.arange(recipe.batch_size) >= n_vid
+        return {"x": torch.cat(x), "image": image, **text}
+    return batch_fn
+
+
+def loss_fn_for(recipe: VideoRecipe, schedule: Schedule, null: dict):
+    """Caption dropout per item (the null caption's features), then the diffusion loss."""
+    def loss_fn(net, batch, g):
+        B = batch["x"].shape[0]
+        drop = torch.rand(B, generator=g, device=g.device).to(batch["x"].device) < recipe.p_uncond
+        kw = {"image": batch["image"]}
+        for k in ("context", "context_mask", "pooled"):
+            nk = null[k].to(batch[k].device).expand_as(batch[k])
+            kw[k] = torch.where(drop.view(B, *[1] * (batch[k].dim() - 1)), nk, batch[k])
+        return diffusion_loss(net, batch["x"], schedule, recipe.objective, generator=g, cond=kw)
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- models + training
+
+def schedule_for(recipe: VideoRecipe) -> Schedule:
+    return make_schedule(recipe.schedule, recipe.T)
+
+
+def build_model(recipe: VideoRecipe, text_dim: int, **overrides) -> UNet3D:
+    return UNet3D(unet3d_config(recipe.unet, context_dim=text_dim, pooled_dim=text_dim,
+                                **{**recipe.unet_overrides, **overrides}))
+
+
+def train_video(preset: str | Ch03Preset = "full", seed: int = 0, progress: bool = True,
+                recipe: VideoRecipe | None = None, retrain: bool = False):
+    """Train (or load the cached) text-to-video model. Returns (EMA model in eval mode, schedule, cond, TrainState).
+
+    recipe overrides the preset's (the ablation trains a joint=False twin); its checkpoint is keyed by it.
+    """
+    p = get_preset(preset)
+    r = recipe or p.video
+    cond = load_conditioner(r, seed, progress)
+    schedule = schedule_for(r)
+    path = checkpoint_path(p, seed, r)
+    if retrain and path.exists():
+        path.unlink()
+    data = training_data(r, cond)
+    null = {k: v[0] for k, v in cond.null(1).items()}
+    torch.manual_seed(seed)
+    model = build_model(r, cond.dim)
+    cfg = TrainConfig(steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema_decay=r.ema_decay,
+                      warmup_steps=r.warmup_steps, seed=seed, ckpt_path=str(path), ckpt_every=250, device="cpu",
+                      progress=progress, desc=f"ch03 video U-Net ({p.name}{'' if r.joint else ', no images'})")
+    state = train(model, loss_fn_for(r, schedule, null), make_batch_fn(r, data), cfg)
+    return state.sampling_model.eval(), schedule, cond, state
+
+
+def load_video_model(preset: str | Ch03Preset = "full", seed: int = 0, progress: bool = True):
+    """(model, schedule, cond) from the cached checkpoint; CheckpointError (with how to retrain) if missing/corrupt."""
+    p = get_preset(preset)
+    r = p.video
+    path = checkpoint_path(p, seed)
+    ck = load_checkpoint(path, how_to_retrain=how_to_retrain(p.name))
+    if int(ck.get("step", -1)) < r.steps:
+        raise CheckpointError(f"checkpoint {path} is unfinished (step {ck.get('step')} of {r.steps}); "
+                              f"{how_to_retrain(p.name)} (it resumes)")
+    cond = load_conditioner(r, seed, progress)
+    model = build_model(r, cond.dim)
+    try:
+        model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({type(e).__name__}); "
+                              f"{how_to_retrain(p.name)}") from None
+    return model.eval(), schedule_for(r), cond
+
+
+# ----------------------------------------------------------------------------- sampling
+
+@torch.no_grad()
+def generate(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: list[str], guidance: float = 3.0, *,
+             objective: str = "v", steps: int = 50, seed: int = 0, frames: int = 8, size: int = 16,
+             batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """One clip per prompt with DDIM + classifier-free guidance: (B, 3, frames, size, size) in [-1, 1].
+
+    The initial noise depends only on `seed` and the position in the batch.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    g = make_generator(seed)
+    noise = torch.randn(len(prompts), 3, frames, size, size, generator=g)
+    outs = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        b = len(chunk)
+        x = ddim_sample(model, (b, 3, frames, size, size), schedule, objective, steps=steps, cond=cond(chunk),
+                        uncond=cond.null(b), guidance_scale=guidance, clip=1.0, noise=noise[i:i + b], generator=g,
+                        progress=progress, desc=f"DDIM-{steps} w={guidance:g} [{i + b}/{len(prompts)}]")
+        outs.append(x)
+    return torch.cat(outs).clamp(-1, 1)
+
+
+# ----------------------------------------------------------------------------- CLI hooks
+
+def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> Path:
+    """`python -m minivid train ch03`: train (or finish) the text-to-video model; returns its checkpoint."""
+    p = get_preset(preset)
+    if steps is not None:
+        p = replace(p, name=f"{p.name}-steps{steps}", video=replace(p.video, steps=steps))
+    train_video(p, seed=seed)
+    return checkpoint_path(p, seed)
+
+
+def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, steps: int = 50,
+                 guidance: float | None = None, frames: int | None = None) -> torch.Tensor:
+    """`python -m minivid generate`: clips (B, 3, T, H, W) in [-1, 1] for the prompts.
+
+    Loads the cached model; trains it (with a progress bar) only if the file is missing. A corrupt
+    file raises CheckpointError saying how to retrain. Unknown words warn with suggestions.
+    """
+    p = get_preset(preset)
+    path = checkpoint_path(p, seed)
+    if not path.exists():
+        print(f"no trained chapter-03 model for preset {p.name!r} yet; training it now ({path.name})")
+        train_video(p, seed=seed)
+    model, schedule, cond = load_video_model(p, seed)
+    r = p.video                                          # unknown words warn (with suggestions) in cond(...)
+    return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
+                    objective=r.objective, steps=steps, seed=seed, frames=frames or r.frames, size=r.size)
+
+
+__all__ = ["VideoRecipe", "Ch03Preset", "PRESETS", "get_preset", "checkpoint_path", "load_conditioner",
+           "encode_captions", "training_data", "make_batch_fn", "loss_fn_for", "schedule_for", "build_model",
+           "train_video", "load_video_model", "generate", "cli_train", "cli_generate"]

@@ -1,0 +1,81 @@
+"""Chapter 03 recipes: joint image-video batches, caption dropout, the cached model and the CLI hooks (smoke size)."""
+import warnings
+
+import pytest
+import torch
+
+from minivid.pipelines import ch03
+from minivid.utils import CheckpointError
+
+
+def _tiny_data(recipe, n_vid=6, n_img=20, L=5, D=4):
+    g = torch.Generator().manual_seed(0)
+    T, S = recipe.frames, recipe.size
+
+    def text(n):
+        return {"context": torch.randn(n, L, D, generator=g), "context_mask": torch.ones(n, L, dtype=torch.bool),
+                "pooled": torch.randn(n, D, generator=g)}
+    return {"video": {"x": torch.randint(0, 256, (n_vid, 3, T, S, S), dtype=torch.uint8, generator=g),
+                      "text": text(n_vid)},
+            "image": {"x": torch.randint(0, 256, (n_img, 3, S, S), dtype=torch.uint8, generator=g),
+                      "text": text(n_img)}}
+
+
+def test_joint_batch_layout_clips_then_image_items():
+    r = ch03.VideoRecipe(frames=3, size=8, batch_size=5, image_items=2)
+    data = _tiny_data(r)
+    b = ch03.make_batch_fn(r, data)(0, torch.Generator().manual_seed(1))
+    assert b["x"].shape == (5, 3, 3, 8, 8) and b["context"].shape == (5, 3, 5, 4) and b["pooled"].shape == (5, 3, 4)
+    assert b["image"].tolist() == [False, False, False, True, True]
+    # a clip item has one caption for all its frames; an image item's frames are pool images with their own captions
+    assert torch.equal(b["context"][0, 0], b["context"][0, 2])
+    img_frames = ((b["x"][3:].transpose(1, 2).reshape(-1, 3, 8, 8) + 1) * 127.5).round().to(torch.uint8)
+    for f, ctx in zip(img_frames, b["context"][3:].reshape(-1, 5, 4)):
+        hits = [i for i in range(20) if torch.equal(data["image"]["x"][i], f)]
+        assert hits and any(torch.equal(data["image"]["text"]["context"][i], ctx) for i in hits)
+    video_only = ch03.make_batch_fn(ch03.VideoRecipe(frames=3, size=8, batch_size=5, joint=False), data)
+    assert not video_only(0, torch.Generator().manual_seed(1))["image"].any()
+
+
+def test_caption_dropout_swaps_whole_items_for_the_null_caption():
+    r = ch03.VideoRecipe(frames=3, size=8, batch_size=4, image_items=1, p_uncond=0.5)
+    batch = ch03.make_batch_fn(r, _tiny_data(r))(0, torch.Generator().manual_seed(2))
+    null = {"context": torch.zeros(5, 4), "context_mask": torch.zeros(5, dtype=torch.bool), "pooled": torch.zeros(4)}
+    seen = {}
+
+    def spy(x, t, **kw):
+        seen.update(kw)
+        return torch.zeros_like(x)
+    ch03.loss_fn_for(r, ch03.schedule_for(r), null)(spy, batch, torch.Generator().manual_seed(4))
+    dropped = (seen["pooled"] == 0).all(-1).all(-1)                     # (B,)
+    assert 0 < dropped.sum() < 4, "with p=0.5 and this seed some, not all, items are dropped"
+    for i in range(4):
+        src = null["context"] if dropped[i] else batch["context"][i]
+        assert torch.equal(seen["context"][i], src.expand_as(seen["context"][i]))
+        assert seen["context_mask"][i].any() != bool(dropped[i])
+    assert torch.equal(seen["image"], batch["image"])
+
+
+def test_smoke_train_generate_cache_and_corrupt_file(capsys):
+    path = ch03.checkpoint_path("smoke")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = ch03.cli_generate(["a big red circle moving to the right"], preset="smoke", steps=2)   # trains first
+    p = ch03.get_preset("smoke").video
+    assert x.shape == (1, 3, p.frames, p.size, p.size) and x.min() >= -1 and x.max() <= 1
+    assert path.exists() and "training it now" in capsys.readouterr().out
+    again = ch03.cli_generate(["a big red circle moving to the right"], preset="smoke", steps=2)
+    assert torch.equal(again, x), "same seed, cached model: the same clip"
+    assert "training it now" not in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="did you mean"):
+        ch03.cli_generate(["a big red cirlce"], preset="smoke", steps=1)
+    assert ch03.cli_train("smoke") == path
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="python -m minivid train ch03"):
+        ch03.cli_generate(["a red circle"], preset="smoke", steps=1)
+    path.unlink()
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown ch03 preset"):
+        ch03.get_preset("huge")
