@@ -100,12 +100,14 @@ def caption(labels: dict, choice: tuple[int, ...]) -> str:
 
 def captions_for(params: dict, with_motion: bool) -> list[str]:
     """Captions of N drawn items (see world.params_from_uniforms); motion only if with_motion."""
+    cols = {k: params[k].tolist() for k in _SLOTS}  # plain ints: indexing tensors per item is slow
+    choices = params["choice"].tolist()
     out = []
-    for i in range(params["color"].shape[0]):
-        lab = {k: int(params[k][i]) for k in _SLOTS}
+    for i, choice in enumerate(choices):
+        lab = {k: cols[k][i] for k in _SLOTS}
         if not with_motion:
             lab["direction"] = lab["speed"] = -1
-        out.append(caption(lab, tuple(params["choice"][i].tolist())))
+        out.append(caption(lab, choice))
     return out
 
 

@@ -30,6 +30,7 @@ class Judge:
         self.size = size
         self.world = world or WorldConfig()
         self.chunk = chunk
+        self._last = None  # (input tensor, its version counter, readings): score + features share one pass
 
     # ------------------------------------------------------------------ input
     def _check(self, x) -> torch.Tensor:
@@ -50,6 +51,16 @@ class Judge:
     def _world(self, x: torch.Tensor) -> WorldConfig:
         frames = x.shape[2] if x.dim() == 5 else 1
         return dataclasses.replace(self.world, size=x.shape[-1], frames=frames)
+
+    def _readings(self, x) -> dict:
+        """Check x and measure it, reusing the last result when x is the very same, unmodified tensor."""
+        last = self._last
+        if last is not None and last[0] is x and last[1] == getattr(x, "_version", None):
+            return last[2]
+        m = self._measure(self._check(x))
+        if torch.is_tensor(x):
+            self._last = (x, x._version, m)  # holding x keeps its identity from being reused
+        return m
 
     @torch.no_grad()
     def _measure(self, x: torch.Tensor) -> dict:
@@ -92,7 +103,7 @@ class Judge:
         frame_color, frame_shape, frame_size, frame_valid (B, T), centroid (B, T, 2),
         velocity (B, 2) in frame units per frame, consistency and flicker (B,).
         """
-        m = self._measure(self._check(x))
+        m = self._readings(x)
         keys = ("color", "shape", "size", "direction", "speed", "color_conf", "shape_conf", "size_conf",
                 "motion_conf", "valid")
         out = {k: m[k] for k in keys}
@@ -102,7 +113,7 @@ class Judge:
                        frame_valid=per["valid"], centroid=torch.stack([per["cx"], per["cy"]], -1),
                        velocity=torch.stack([m["vx"], m["vy"]], -1), consistency=m["consistency"],
                        flicker=m["flicker"])
-        return out
+        return {k: v.clone() for k, v in out.items()}  # callers may edit them; the cache may not change
 
     def score(self, x, labels: dict | None = None) -> dict:
         """Aggregate scores of a batch, with per-sample arrays for plotting.
@@ -113,8 +124,8 @@ class Judge:
         every frame), and for clips frame_validity, temporal_consistency, flicker; plus
         "per_sample": {name: (B,) tensor}.
         """
-        m = self._measure(self._check(x))
-        per_sample = {"valid": m["valid"]}
+        m = self._readings(x)
+        per_sample = {"valid": m["valid"].clone()}
         out: dict = {}
         if labels is not None:
             for k in ("color", "shape", "size"):
@@ -123,7 +134,7 @@ class Judge:
                     raise ValueError(f"labels[{k!r}] must have shape {tuple(m[k].shape)}, got {tuple(lab.shape)}")
                 per_sample[f"{k}_correct"] = m[k] == lab
                 out[f"{k}_acc"] = per_sample[f"{k}_correct"].float().mean().item()
-            if m["video"] and "direction" in labels:
+            if m["video"] and m["T"] > 1 and "direction" in labels:
                 lab = torch.as_tensor(labels["direction"]).long().cpu()
                 use = lab >= 0
                 if use.any():
@@ -137,32 +148,31 @@ class Judge:
             out["frame_validity"] = m["frames"]["valid"].float().mean().item()
             out["temporal_consistency"] = m["consistency"].mean().item()
             out["flicker"] = m["flicker"].mean().item()
-            per_sample.update(consistency=m["consistency"], flicker=m["flicker"])
+            per_sample.update(consistency=m["consistency"].clone(), flicker=m["flicker"].clone())
         out["per_sample"] = per_sample
         return out
 
     def features(self, x) -> torch.Tensor:
-        """Judge features for the Fréchet distance: (B, 19) for images, (B, 42) for clips.
+        """Judge features for the Fréchet distance: (B, 17) for images, (B, 38) for clips.
 
         Per frame: mean chromaticity (3), saturation and saturation-weighted hue cos/sin (3),
-        area in big-object units, rms spreads in x and y per sqrt(area), centroid (2),
-        background level, mask softness, colour spread (1 each), the 6 template errors
+        area in big-object units, rms extents in x and y per sqrt(area) (2), centroid (2),
+        background level, mask softness, colour spread (1 each), the 3 template errors
         (clamped to 2). Clips: the frame features' mean and std over time, plus total
         displacement (2), trajectory residual and flicker.
         """
-        m = self._measure(self._check(x))
+        m = self._readings(x)
         per = m["frames"]
         world = self._world(x)
-        area = per["area"].clamp_min(1e-6)
         f = torch.cat([
             per["chroma"], per["sat"][..., None],
             (per["sat"] * torch.cos(torch.deg2rad(per["hue"])))[..., None],
             (per["sat"] * torch.sin(torch.deg2rad(per["hue"])))[..., None],
             (per["area"] / (math.pi * world.radius_big**2))[..., None],
-            (per["var_x"].sqrt() / area.sqrt())[..., None], (per["var_y"].sqrt() / area.sqrt())[..., None],
+            per["elong_x"].clamp_max(2)[..., None], per["elong_y"].clamp_max(2)[..., None],
             per["cx"][..., None], per["cy"][..., None], per["background"][..., None], per["binary"][..., None],
             per["spread"][..., None], per["err"].clamp(0, 2),
-        ], dim=-1)  # (B, T, 19)
+        ], dim=-1)  # (B, T, 17)
         if not m["video"]:
             return f[:, 0]
         t = m["T"]

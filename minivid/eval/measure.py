@@ -5,7 +5,8 @@ No learned parameters: the judge reads a frame the way Shapes World draws it.
     soft mask is a ramp of V (robust to a slightly noisy background);
   * colour: the hue of the object's mean chromaticity (rgb / V), snapped to the nearest of
     the six hues 60 degrees apart;
-  * shape and size: analysis by synthesis - render the 6 (shape, size) templates at the
+  * size: the area of the object (all shapes of one size have the same area);
+  * shape: analysis by synthesis - render the 3 shape templates of that size at the
     object's centroid with the data renderer and keep the one with the smallest normalised
     squared error (template matching, Brunelli 2009, "Template Matching Techniques");
   * motion: least-squares velocity of the centroid trajectory.
@@ -18,15 +19,20 @@ import torch
 import torch.nn.functional as F
 
 from minivid.data.render import coverage
-from minivid.data.world import SHAPES, SIZES, WorldConfig, centroid_offset
+from minivid.data.world import SHAPES, WorldConfig, centroid_offset
 
 MASK_LO, MASK_HI = 0.25, 0.75  # V below LO is background, above HI is object
-N_TEMPLATES = len(SHAPES) * len(SIZES)  # template k = shape * 2 + size
 
 
 def mask_ramp(v: torch.Tensor) -> torch.Tensor:
     """Soft object mask from value (or coverage) v in [0, 1]: a linear ramp from MASK_LO to MASK_HI."""
     return ((v - MASK_LO) / (MASK_HI - MASK_LO)).clamp(0, 1)
+
+
+def _peak_normalise(v: torch.Tensor) -> torch.Tensor:
+    """Divide each (S, S) map of v (N, S, S) by its peak (clamped to [0.5, 1]): a dim object
+    reads like a full-value one, and tiny objects (no fully covered pixel) like their templates."""
+    return v / v.amax((1, 2), keepdim=True).clamp(0.5, 1)
 
 
 def hue_to_color(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,37 +59,53 @@ def saturation(rgb: torch.Tensor) -> torch.Tensor:
 def measure_frames(frames: torch.Tensor, world: WorldConfig) -> dict:
     """Per-frame readings of N frames (N, 3, S, S) in [-1, 1] (clamped first).
 
-    Returns (N,) tensors: area (mask mass, frame units^2), cx, cy (centroid), hue, sat,
-    spread (colour spread inside the object), background (mean V off the object), color,
-    shape, size (long), err (N, 6) template errors, err_best, color_conf, shape_conf,
-    size_conf, valid (bool), and chroma (N, 3) the object's mean chromaticity.
+    Returns (N,) tensors: area (frame units^2), cx, cy (centroid), hue, sat, spread (colour
+    spread inside the object), background (mean V off the object), binary (mask softness),
+    elong_x, elong_y (rms extent of the mask per sqrt(mask area): scale-free), color, shape, size (long), err (N, 3) the template
+    errors of the three shapes at the read size, err_best, color_conf, shape_conf, size_conf,
+    valid (bool), and chroma (N, 3) the object's mean chromaticity.
     """
     n, s = frames.shape[0], frames.shape[-1]
     rgb = (frames.clamp(-1, 1).float() + 1) / 2  # (N, 3, S, S)
     v = rgb.max(1).values  # (N, S, S)
-    m = mask_ramp(v)
+    vn = _peak_normalise(v)
+    # the object's support: its core (vn >= 0.5) grown by two pixels; stray specks outside it
+    # count as background, not as object
+    support = F.max_pool2d((vn >= 0.5).float()[:, None], 5, stride=1, padding=2)[:, 0] > 0
+    m = mask_ramp(vn) * support
     mass = m.sum((1, 2)).clamp_min(1e-6)
+    off = (~support).float()
+    n_off = off.sum((1, 2))
+    background = torch.where(n_off > 0, (v * off).sum((1, 2)) / n_off.clamp_min(1), 1.0)
     grid = (torch.arange(s, dtype=torch.float32, device=frames.device) + 0.5) / s
-    cx = (m.sum(1) * grid).sum(1) / mass
-    cy = (m.sum(2) * grid).sum(1) / mass
+    # centroid from the *linear* value on the support, minus the background level: exact for
+    # anti-aliased edges, where the clamped ramp of the mask would bias it
+    bg = torch.where(n_off > 0, background, 0.0)  # no background pixel at all: take 0
+    wc = (vn - bg[:, None, None]).clamp_min(0) * support
+    wmass = wc.sum((1, 2)).clamp_min(1e-6)
+    cx = (wc.sum(1) * grid).sum(1) / wmass
+    cy = (wc.sum(2) * grid).sum(1) / wmass
     empty = m.sum((1, 2)) < 1e-3
     cx, cy = torch.where(empty, 0.5, cx), torch.where(empty, 0.5, cy)
 
-    # analysis by synthesis: the 6 templates at the measured centroid
-    k = torch.arange(N_TEMPLATES, device=frames.device)
-    t_shape, t_size = (k // 2).repeat(n), (k % 2).repeat(n)  # (6N,)
-    r = world.radius(t_size).to(frames.device)
-    tcx = cx.double().repeat_interleave(N_TEMPLATES)
-    tcy = cy.double().repeat_interleave(N_TEMPLATES) - centroid_offset(t_shape, r)
-    tmpl = mask_ramp(coverage(t_shape, tcx, tcy, r, s, world.supersample)).view(n, N_TEMPLATES, s, s)
-    err = ((m[:, None] - tmpl) ** 2).sum((2, 3)) / (tmpl**2).sum((2, 3)).clamp_min(1e-6)  # (N, 6)
+    # size from area: the shapes are equal-area, small pi r_s^2 and big pi r_b^2
+    area = wc.sum((1, 2)) / s**2
+    a_small, a_big = math.pi * world.radius_small**2, math.pi * world.radius_big**2
+    log_ratio = torch.log(area.clamp_min(1e-6) / math.sqrt(a_small * a_big))
+    size = (log_ratio > 0).long()
+    size_conf = (log_ratio.abs() / (0.5 * math.log(a_big / a_small))).clamp(0, 1)
+
+    # shape by analysis by synthesis: the 3 templates of that size at the measured centroid
+    t_shape = torch.arange(len(SHAPES), device=frames.device).repeat(n)  # (3N,)
+    r = world.radius(size).to(frames.device).repeat_interleave(len(SHAPES))
+    tcx = cx.double().repeat_interleave(len(SHAPES))
+    tcy = cy.double().repeat_interleave(len(SHAPES)) - centroid_offset(t_shape, r)
+    tmpl = mask_ramp(_peak_normalise(coverage(t_shape, tcx, tcy, r, s, world.supersample)))
+    tmpl = tmpl.view(n, len(SHAPES), s, s)
+    err = ((m[:, None] - tmpl) ** 2).sum((2, 3)) / (tmpl**2).sum((2, 3)).clamp_min(1e-6)  # (N, 3)
     two = err.topk(2, dim=1, largest=False)
-    best, second = two.indices[:, 0], two.values[:, 1]
-    err_best = two.values[:, 0]
-    shape, size = best // 2, best % 2
-    other_size = err.gather(1, (best ^ 1)[:, None])[:, 0]  # same shape, the other size
-    err_shape = err.view(n, len(SHAPES), len(SIZES)).min(2).values  # (N, 3) best size per shape
-    shape_second = err_shape.scatter(1, shape[:, None], float("inf")).min(1).values
+    shape, err_best = two.indices[:, 0], two.values[:, 0]
+    shape_conf = (1 - err_best / two.values[:, 1].clamp_min(1e-6)).clamp(0, 1)
 
     # colour from the mean chromaticity of the object
     chroma = rgb / v[:, None].clamp_min(1e-3)
@@ -94,19 +116,14 @@ def measure_frames(frames: torch.Tensor, world: WorldConfig) -> dict:
     sat = saturation(mean_chroma)
     hue_off = ((hue - 60 * color.float() + 180) % 360 - 180).abs()
     color_conf = (sat * (1 - hue_off / 30)).clamp(0, 1)
-    off = (m <= 0).float()
-    background = (v * off).sum((1, 2)) / off.sum((1, 2)).clamp_min(1)
 
     valid = (~empty) & (err_best < 0.3) & (sat > 0.6) & (hue_off < 20) & (spread < 0.2) & (background < 0.1)
     return dict(
-        area=m.sum((1, 2)) / s**2, cx=cx, cy=cy, hue=hue, sat=sat, spread=spread, background=background,
+        area=area, cx=cx, cy=cy, hue=hue, sat=sat, spread=spread, background=background,
         color=color, shape=shape, size=size, err=err, err_best=err_best, chroma=mean_chroma,
-        color_conf=color_conf,
-        shape_conf=(1 - err_shape.min(1).values / shape_second.clamp_min(1e-6)).clamp(0, 1),
-        size_conf=(1 - err_best / other_size.clamp_min(1e-6)).clamp(0, 1),
-        valid=valid, second=second,
-        var_x=(m.sum(1) * (grid - cx[:, None]) ** 2).sum(1) / mass,
-        var_y=(m.sum(2) * (grid - cy[:, None]) ** 2).sum(1) / mass,
+        color_conf=color_conf, shape_conf=shape_conf, size_conf=size_conf, valid=valid,
+        elong_x=((m.sum(1) * (grid - cx[:, None]) ** 2).sum(1) / mass / (mass / s**2)).sqrt(),
+        elong_y=((m.sum(2) * (grid - cy[:, None]) ** 2).sum(1) / mass / (mass / s**2)).sqrt(),
         binary=(4 * m * (1 - m)).mean((1, 2)),
     )
 
