@@ -119,6 +119,8 @@ class SpaceTimeConv(nn.Module):
         self.kind = kind
         if kind == "full":
             self.conv = nn.Conv3d(cin, cout, 3, padding=1)
+        elif kind == "spatial":
+            self.conv = nn.Conv3d(cin, cout, (1, 3, 3), padding=(0, 1, 1))
         else:  # the temporal conv starts as the identity: the block begins as a per-frame 2-D conv
             self.conv = FactorizedConv3d(cin, cout, 3, identity_init=True)
 
@@ -132,7 +134,7 @@ class SpaceTimeConv(nn.Module):
                 y = torch.where(image[:, None, None, None, None], y2d, y)
             return y
         if self.kind == "spatial":
-            return self.conv.spatial(x)
+            return self.conv(x)
         ### BEGIN SOLUTION  # exercise 3.1: the factorized space-time conv (no temporal mixing for images)
         y = self.conv.spatial(x)                                          # per frame: (B, Cout, T, H, W)
         if image is None or not image.all():
@@ -155,7 +157,7 @@ class VideoResBlock(nn.Module):
         self.emb = nn.Linear(emb_dim, 2 * cout)
         self.norm2, self.drop = nn.GroupNorm(groups, cout), nn.Dropout(dropout)
         self.conv2 = SpaceTimeConv(cout, cout, conv)
-        zero_module(self.conv2.conv.spatial if conv != "full" else self.conv2.conv)
+        zero_module(self.conv2.conv.spatial if conv == "factorized" else self.conv2.conv)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x, emb, num_frames: int, image=None, **_):
