@@ -24,8 +24,8 @@ def test_unpatchify_inverts_patchify(device, patch):
 def test_patch_token_order_and_conv3d_equivalence(device):
     x = torch.randn(2, 3, 4, 6, 4, dtype=torch.float64, device=device)
     tok = patchify(x, (2, 3, 2))  # grid (2, 2, 2)
-    l = (1 * 2 + 0) * 2 + 1  # token of patch (t=1, h=0, w=1), row-major
-    assert torch.equal(tok[:, l], x[:, :, 2:4, 0:3, 2:4].reshape(2, -1))
+    idx = (1 * 2 + 0) * 2 + 1  # token of patch (t=1, h=0, w=1), row-major
+    assert torch.equal(tok[:, idx], x[:, :, 2:4, 0:3, 2:4].reshape(2, -1))
     w = torch.randn(5, 3, 2, 3, 2, dtype=torch.float64, device=device)
     conv = F.conv3d(x, w, stride=(2, 3, 2))  # (B, 5, 2, 2, 2)
     lin = tok @ w.reshape(5, -1).T  # (B, L, 5)

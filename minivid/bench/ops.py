@@ -128,7 +128,7 @@ def bench_attention(cfg, device, gen) -> tuple[list, list, dict]:
             res_n = {"naive": res["naive"], "tiled": res[f"tiled-{block}"], "sdpa": res["sdpa"]}
         else:
             res_n = measure(N, {"naive": ("naive", 0), "tiled": ("tiled", block), "sdpa": ("sdpa", 0)})
-        (t_n, m_n), (t_s, m_s) = res_n["naive"], res_n["sdpa"]
+        (t_n, m_n), t_s = res_n["naive"], res_n["sdpa"][0]
         for impl in ("tiled", "naive", "sdpa"):
             t, m = res_n[impl]
             rows.append({"N": N, "impl": impl, "block": block if impl == "tiled" else "", "fwd_bwd_ms": 1e3 * t,

@@ -130,7 +130,7 @@ def tiled_attention_forward(q, k, v, bias4=None, mask4=None, causal=False, block
     qs = q.to(dt) * (D ** -0.5)
     bias4 = None if bias4 is None else bias4.to(dt)
     m = torch.full((B, Hh, Lq, 1), NEG_INF, dtype=dt, device=q.device)  # running row max
-    l = torch.zeros((B, Hh, Lq, 1), dtype=dt, device=q.device)  # running sum of exp(s - m)
+    l_sum = torch.zeros((B, Hh, Lq, 1), dtype=dt, device=q.device)  # running sum l of exp(s - m)
     acc = torch.zeros((B, Hh, Lq, Dv), dtype=dt, device=q.device)  # running sum of exp(s - m) v
     for j0 in range(0, Lk, block_size):
         j1 = min(j0 + block_size, Lk)
@@ -139,14 +139,14 @@ def tiled_attention_forward(q, k, v, bias4=None, mask4=None, causal=False, block
         ### BEGIN SOLUTION  # exercise 9.1: online-softmax update
         m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
         m_use = m_new.masked_fill(m_new == NEG_INF, 0.0)  # a row that has seen nothing yet: avoid -inf - -inf
-        alpha = torch.exp(m - m_use)  # how much the old max overstated: rescale the old sums
+        alpha = torch.exp(m - m_use)  # <= 1: moves the old sums from the old max to the new one
         p = s.sub_(m_use).exp_()  # exp(s - m_new), in place: one tile of memory
-        l = alpha * l + p.sum(dim=-1, keepdim=True)
+        l_sum = alpha * l_sum + p.sum(dim=-1, keepdim=True)
         acc = alpha * acc + p @ v_j
         m = m_new
         ### END SOLUTION
-    out = acc / l.masked_fill(l == 0, 1.0)  # empty rows: acc = 0, so out = 0
-    lse = torch.where(l > 0, m + l.log(), torch.full_like(m, NEG_INF))
+    out = acc / l_sum.masked_fill(l_sum == 0, 1.0)  # empty rows: acc = 0, so out = 0
+    lse = torch.where(l_sum > 0, m + l_sum.log(), torch.full_like(m, NEG_INF))
     return out.to(q.dtype), lse
 
 
