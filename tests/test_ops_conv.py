@@ -172,3 +172,12 @@ def test_temporal_resampling_chunked_equals_whole_and_causal(device):
     x2 = x.clone()
     x2[:, :, 5:] = 0  # edit frames >= 5: latent frames 0..2 (covering input 0..4) must not move
     assert torch.equal(down(x2)[:, :, :3], z[:, :, :3])
+
+
+def test_factorized_channels_last_layout_same_values():
+    conv = FactorizedConv3d(8, 8, kernel_size=3)
+    x = torch.randn(2, 8, 5, 6, 7)
+    cl = torch.channels_last_3d
+    y = conv.to(memory_format=cl)(x.contiguous(memory_format=cl))
+    assert y.is_contiguous(memory_format=cl)
+    assert_close(y, conv.forward_reference(x), atol=1e-5, rtol=1e-4, name="channels-last")
