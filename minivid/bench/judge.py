@@ -4,11 +4,11 @@
 
 At 16x16 and 32x32 (16-frame clips, held-out attribute combinations): per-attribute
 accuracy, validity, temporal consistency and flicker on real clips, on uniform noise and on
-Gaussian noise in [-1, 1] (noise is scored against the real clips' labels, so chance is
-1/6, 1/3, 1/2, 1/4, 1/2). Real images too. Robustness: the same real clips with
-diffusion-like artefacts (Gaussian noise, overshoot past [-1, 1], soft edges). Fréchet
-distance in judge features: two independent real sets (the floor), real vs held-out
-combinations, real vs noise.
+Gaussian noise in [-1, 1] (scored against labels of the training distribution; two chance
+rows: a uniform guess - 1/6, 1/3, 1/2, 1/4, 1/2 - and always guessing the most frequent
+label). Real images too. Robustness: the same real clips with diffusion-like artefacts
+(Gaussian noise, overshoot past [-1, 1], soft edges). Fréchet distance in judge features:
+two independent real sets (the floor), real vs held-out combinations, real vs noise.
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ PRESETS = {
     "smoke": dict(sizes=(16,), n=32, frames=4, robust_n=16),
     "full": dict(sizes=(16, 32), n=1024, frames=16, robust_n=256),
 }
+CHANCE = {"color_acc": ("color", 6), "shape_acc": ("shape", 3), "size_acc": ("size", 2),
+          "motion_acc": ("direction", 4), "speed_acc": ("speed", 2)}  # score key: (label, classes)
 COLS = ("color_acc", "shape_acc", "size_acc", "motion_acc", "speed_acc", "validity", "temporal_consistency",
         "flicker")
 
@@ -67,11 +69,17 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
         rows.append(_row("held-out real images", size, judge.score(img["x"], img["labels"]), n))
         noises = {"uniform noise": torch.rand(real["x"].shape, generator=g) * 2 - 1,
                   "gaussian noise": torch.randn(real["x"].shape, generator=g).clamp(-1, 1)}
+        # noise is scored against labels of the (nearly balanced) training distribution
+        lab = sample_batch(n, kind="video_text", split="val", size=8, frames=1, generator=g)["labels"]
         for name, x in noises.items():
-            s = judge.score(x, real["labels"])
+            s = judge.score(x, lab)
             rows.append(_row(name, size, s, n))
             for k in COLS:
                 figs[f"{name.split()[0]}_{size}_{k}"] = s[k]
+        rows.append({"data": "chance: uniform guess", "size": size, "n": n,
+                     **{k: 1 / m for k, (_, m) in CHANCE.items()}})
+        rows.append({"data": "chance: majority-class guess", "size": size, "n": n,
+                     **{k: lab[name].bincount().max().item() / n for k, (name, _) in CHANCE.items()}})
         sub = {k: v[: cfg["robust_n"]] for k, v in real["labels"].items()}
         for kind in ("gaussian noise 0.1", "overshoot x1.1", "soft edges (3x3 blur, 50%)"):
             x = _artefacts(real["x"][: cfg["robust_n"]], kind, g)

@@ -91,7 +91,9 @@ class Judge:
         else:
             neg = torch.full((b,), -1, dtype=torch.long)
             out.update(direction=neg, speed=neg.clone(), motion_conf=torch.zeros(b))
-        return out
+        # measured on x's device (a GPU batch is read on the GPU); the readings are small: CPU
+        out["frames"] = {k: v.cpu() for k, v in per.items()}
+        return {k: v.cpu() if torch.is_tensor(v) else v for k, v in out.items()}
 
     # ------------------------------------------------------------------ API
     def predict(self, x) -> dict:

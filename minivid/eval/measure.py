@@ -61,9 +61,10 @@ def measure_frames(frames: torch.Tensor, world: WorldConfig) -> dict:
 
     Returns (N,) tensors: area (frame units^2), cx, cy (centroid), hue, sat, spread (colour
     spread inside the object), background (mean V off the object), binary (mask softness),
-    elong_x, elong_y (rms extent of the mask per sqrt(mask area): scale-free), color, shape, size (long), err (N, 3) the template
-    errors of the three shapes at the read size, err_best, color_conf, shape_conf, size_conf,
-    valid (bool), and chroma (N, 3) the object's mean chromaticity.
+    elong_x, elong_y (rms extent of the mask per sqrt(mask area): scale-free), color, shape,
+    size (long), err (N, 3) the template errors of the three shapes at the read size,
+    err_best, color_conf, shape_conf, size_conf, valid (bool), and chroma (N, 3) the
+    object's mean chromaticity.
     """
     n, s = frames.shape[0], frames.shape[-1]
     rgb = (frames.clamp(-1, 1).float() + 1) / 2  # (N, 3, S, S)
@@ -117,6 +118,8 @@ def measure_frames(frames: torch.Tensor, world: WorldConfig) -> dict:
     hue_off = ((hue - 60 * color.float() + 180) % 360 - 180).abs()
     color_conf = (sat * (1 - hue_off / 30)).clamp(0, 1)
 
+    # one clean object: it fits its template, its colour is saturated, close to one of the six
+    # hues and uniform across the object, and the rest of the frame is dark
     valid = (~empty) & (err_best < 0.3) & (sat > 0.6) & (hue_off < 20) & (spread < 0.2) & (background < 0.1)
     return dict(
         area=area, cx=cx, cy=cy, hue=hue, sat=sat, spread=spread, background=background,
