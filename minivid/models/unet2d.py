@@ -112,7 +112,7 @@ class AttentionBlock(nn.Module):
             self.norm_x = nn.LayerNorm(channels)
             self.q = nn.Linear(channels, channels)
             self.kv = nn.Linear(context_dim, 2 * channels)
-            self.proj_x = zero_module(nn.Linear(channels, channels))
+            self.proj_x = zero_module(nn.Linear(channels, channels, bias=False))   # all-masked text == no text
 
     def _heads(self, z):                                            # (N, L, C) -> (N, heads, L, C/heads)
         N, L, C = z.shape
