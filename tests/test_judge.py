@@ -118,6 +118,8 @@ def test_input_validation(judge):
         judge.predict(torch.zeros(2, 3, 16, 12))
     with pytest.raises(ValueError, match="8..64"):
         judge.predict(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="float"):
+        judge.predict(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
     with pytest.raises(ValueError, match="NaN"):
         judge.predict(torch.full((1, 3, 16, 16), float("nan")))
     with pytest.raises(ValueError, match="expects 16x16"):

@@ -44,6 +44,9 @@ class Judge:
             raise ValueError(f"this Judge expects {self.size}x{self.size} frames, got {h}x{w}")
         if x.dim() == 5 and not 1 <= x.shape[2] <= 32:
             raise ValueError(f"clip length T must be in 1..32, got T={x.shape[2]}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a float tensor in [-1, 1], got dtype {x.dtype} (uint8 frames: "
+                             "minivid.data.from_uint8)")
         if not torch.isfinite(x).all():
             raise ValueError("x contains NaN or inf")
         return x.detach().float()
