@@ -218,3 +218,14 @@ def test_cache_is_checked_and_rebuilt_when_corrupt_or_stale(capsys):
     assert "stale" in capsys.readouterr().out
     assert materialize_split("video_text", "val", 20, seed=11, world=world)["captions"] == fresh["captions"]
     assert "rebuilding" not in capsys.readouterr().out
+
+
+def test_dataloader_renders_batches_in_one_call_with_the_same_items():
+    ds = VideoTextDataset("val", n=40, frames=4)
+    batch = next(iter(make_loader(ds, batch_size=16, shuffle=False)))
+    assert batch["x"].shape == (16, 3, 4, 16, 16)
+    for i in (0, 7, 15):
+        assert torch.equal(batch["x"][i], ds[i]["x"]) and batch["captions"][i] == ds[i]["caption"]
+        assert all(int(batch["labels"][k][i]) == v for k, v in ds[i]["labels"].items())
+    with pytest.raises(IndexError, match="out of range"):
+        ds.__getitems__([0, 40])

@@ -157,6 +157,18 @@ class ShapesDataset(Dataset):
             lab = {k: int(v[0]) for k, v in d["labels"].items()}
         return {"x": from_uint8(x), "caption": cap, "labels": lab}
 
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """A whole batch in one vectorised render (DataLoader calls this instead of __getitem__)."""
+        if self.data is not None or not indices:
+            return [self[i] for i in indices]
+        for i in indices:
+            if not -self.n <= i < self.n:
+                raise IndexError(f"index {i} out of range for a dataset of {self.n} items")
+        d = render_items(self.kind, self.split, self.seed, [i % self.n for i in indices], self.world)
+        x = from_uint8(d["x"])
+        return [{"x": x[j], "caption": d["captions"][j], "labels": {k: int(v[j]) for k, v in d["labels"].items()}}
+                for j in range(len(indices))]
+
 
 class ImageTextDataset(ShapesDataset):
     """Image-caption pairs: x (3, H, W), caption without motion, direction = speed = -1."""
