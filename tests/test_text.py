@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from minivid.data import VOCAB, all_captions, sample_batch
 from minivid.testing import assert_close
+from minivid.text import checks
+from minivid.text.checks import naive_clip_loss
 from minivid.text import (
     CLIPConfig,
     ImageEncoderConfig,
@@ -47,6 +49,11 @@ def test_encode_pads_masks_and_roundtrips_every_caption_word():
         assert ids[b, n - 1] == tok.eos_id and bool((ids[b, n:] == tok.pad_id).all())
         assert tok.decode(ids[b]) == c
     assert tok.encode("A big, RED circle!")[0].tolist() == tok.encode(["a big red circle"])[0].tolist()
+
+
+@pytest.mark.exercise("2.4")
+def test_encode_checker():
+    assert checks.check_encode()
 
 
 @pytest.mark.exercise("2.4")
@@ -125,23 +132,6 @@ def test_text_encoder_rejects_bad_ids():
 
 # ----------------------------------------------------------------------------- contrastive loss
 
-def _naive_clip_loss(img, txt, scale, pos):
-    """Float64 loops: mean over rows of -sum_j target_ij log softmax_j, for images then captions."""
-    img, txt = img.double(), txt.double()
-    B = img.shape[0]
-    cos = torch.zeros(B, B, dtype=torch.float64)
-    for i in range(B):
-        for j in range(B):
-            cos[i, j] = img[i] @ txt[j] / (img[i].norm() * txt[j].norm())
-    total = 0.0
-    for sims, P in ((scale * cos, pos), (scale * cos.T, pos.T)):
-        for i in range(B):
-            logz = math.log(sum(math.exp(float(s)) for s in sims[i]))
-            k = int(P[i].sum())
-            total += sum(-(float(sims[i, j]) - logz) / k for j in range(B) if P[i, j]) / B
-    return total / 2
-
-
 @pytest.mark.exercise("2.1")
 @pytest.mark.parametrize("multi", [False, True])
 def test_clip_loss_matches_a_naive_float64_reference(multi):
@@ -152,7 +142,7 @@ def test_clip_loss_matches_a_naive_float64_reference(multi):
               "size": torch.zeros(B, dtype=torch.long)}
     pos = attribute_match(labels) if multi else torch.eye(B, dtype=torch.bool)
     got = clip_loss(img, txt, torch.tensor(3.0), pos if multi else None)
-    assert abs(float(got) - _naive_clip_loss(img, txt, 3.0, pos)) < 1e-5
+    assert abs(float(got) - naive_clip_loss(img, txt, 3.0, pos)) < 1e-5
     if not multi:                                        # CLIP's pseudo-code, with F.cross_entropy
         logits = 3.0 * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
         ref = (F.cross_entropy(logits, torch.arange(B)) + F.cross_entropy(logits.T, torch.arange(B))) / 2
@@ -172,6 +162,25 @@ def test_clip_loss_invariants():
     s = torch.tensor(2.0, requires_grad=True)
     clip_loss(img, txt, s).backward()
     assert s.grad is not None and torch.isfinite(s.grad)
+
+
+@pytest.mark.exercise("2.1")
+def test_clip_loss_checker_passes_and_diagnoses_mistakes():
+    assert checks.check_clip_loss()
+
+    def one_way(img, txt, scale, positives=None):
+        logits = scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+        return F.cross_entropy(logits, torch.arange(len(img)))
+
+    def unnormalised(img, txt, scale, positives=None):
+        logits = scale * img @ txt.T
+        t = torch.arange(len(img))
+        return (F.cross_entropy(logits, t) + F.cross_entropy(logits.T, t)) / 2
+
+    with pytest.raises(AssertionError, match="image->text direction only"):
+        checks.check_clip_loss(one_way)
+    with pytest.raises(AssertionError, match="without L2-normalising"):
+        checks.check_clip_loss(unnormalised)
 
 
 def test_clip_loss_rejects_bad_input():

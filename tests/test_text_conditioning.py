@@ -1,6 +1,4 @@
 """Tests for text conditioning: cross-attention, its recorder, caption dropout, guidance at scale 1."""
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -9,6 +7,8 @@ from minivid.diffusion import ddim_sample, guided_predict, make_schedule
 from minivid.models import UNet2D, unet2d_config
 from minivid.models.unet2d import AttentionBlock
 from minivid.testing import assert_close
+from minivid.text import checks
+from minivid.text.checks import naive_cross_attention
 from minivid.text import (
     CrossAttentionRecorder,
     TextConditioner,
@@ -20,31 +20,6 @@ from minivid.text import (
 )
 
 
-def _naive_cross_attention(h, ctx, q_proj, kv_proj, heads, mask):
-    """Float64, one head and one query at a time."""
-    h, ctx = h.double(), ctx.double()
-    Wq, bq = q_proj.weight.double(), q_proj.bias.double()
-    Wkv, bkv = kv_proj.weight.double(), kv_proj.bias.double()
-    N, Lq, C = h.shape
-    L, d = ctx.shape[1], C // heads
-    out = torch.zeros(N, Lq, C, dtype=torch.float64)
-    probs = torch.zeros(N, heads, Lq, L, dtype=torch.float64)
-    for n in range(N):
-        q = h[n] @ Wq.T + bq
-        kv = ctx[n] @ Wkv.T + bkv
-        k, v = kv[:, :C], kv[:, C:]
-        for a in range(heads):
-            sl = slice(a * d, (a + 1) * d)
-            for i in range(Lq):
-                s = [float(q[i, sl] @ k[j, sl]) / math.sqrt(d) if mask[n, j] else -math.inf for j in range(L)]
-                m = max(s)
-                w = torch.tensor([math.exp(x - m) for x in s], dtype=torch.float64)
-                w = w / w.sum()
-                probs[n, a, i] = w
-                out[n, i, sl] = w @ v[:, sl]
-    return out, probs
-
-
 @pytest.mark.exercise("2.2")
 def test_cross_attention_matches_naive_reference():
     torch.manual_seed(0)
@@ -53,11 +28,27 @@ def test_cross_attention_matches_naive_reference():
     h, ctx = torch.randn(N, Lq, C), torch.randn(N, L, Dc)
     mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
     out, probs = cross_attention(h, ctx, q_proj, kv_proj, heads, mask)
-    ref_out, ref_probs = _naive_cross_attention(h, ctx, q_proj, kv_proj, heads, mask)
+    ref_out, ref_probs = naive_cross_attention(h, ctx, q_proj, kv_proj, heads, mask)
     assert out.shape == (N, Lq, C) and probs.shape == (N, heads, Lq, L)
     assert_close(probs, ref_probs, atol=1e-6, name="attention probabilities")
     assert_close(out, ref_out, atol=1e-5, name="attention output")
     assert float(probs[1, :, :, 1:].abs().max()) == 0.0          # padding gets no weight
+
+
+@pytest.mark.exercise("2.2")
+def test_cross_attention_checker_passes_and_diagnoses_mistakes():
+    assert checks.check_cross_attention()
+
+    def unscaled(h, context, q_proj, kv_proj, heads, mask=None):
+        return cross_attention(h * (h.shape[-1] // heads) ** 0.5, context, q_proj, kv_proj, heads, mask)
+
+    def unmasked(h, context, q_proj, kv_proj, heads, mask=None):
+        return cross_attention(h, context, q_proj, kv_proj, heads, None)
+
+    with pytest.raises(AssertionError, match="not divided by sqrt"):
+        checks.check_cross_attention(unscaled)
+    with pytest.raises(AssertionError, match="padding tokens got weight"):
+        checks.check_cross_attention(unmasked)
 
 
 @pytest.mark.exercise("2.2")
@@ -128,6 +119,19 @@ def test_caption_dropout_extremes_and_rate():
     assert torch.equal(again[2], dropped)                           # the generator decides
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         caption_dropout(ids, mask, 1.5, null_ids, null_mask)
+
+
+@pytest.mark.exercise("2.3")
+def test_caption_dropout_checker_passes_and_diagnoses_a_flipped_coin():
+    assert checks.check_caption_dropout()
+
+    def flipped(ids, mask, p, null_ids, null_mask, generator=None):
+        u = torch.rand(ids.shape[0], generator=generator)
+        d = u >= p
+        return torch.where(d[:, None], null_ids, ids), torch.where(d[:, None], null_mask, mask), d
+
+    with pytest.raises(AssertionError, match="flipped"):
+        checks.check_caption_dropout(flipped)
 
 
 def test_conditioner_outputs_and_null_branch():

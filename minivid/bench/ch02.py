@@ -1,0 +1,164 @@
+"""Benchmark for chapter 02: `python -m minivid bench ch02 [--preset full]`.
+
+Trains (fresh, timed) the mini-CLIP text encoder and the text-conditioned U-Net of the preset,
+then measures on prompts from the held-out attribute combinations (never seen in training):
+
+* a classifier-free guidance sweep: judge adherence (colour / shape / size accuracy, validity)
+  and the Fréchet distance of judge features to real held-out images at every scale, as a table
+  and as chapters/figures/ch02_guidance.png (full preset only);
+* the retrieval accuracy of the frozen text encoder (image->text and text->image top-1);
+* a short ablation of the pooled text vector added to the timestep embedding (two equally short
+  runs, with and without it, judged at the default scale).
+
+Training time is reported as wall seconds and as CPU seconds of this process (`*_cpu_s`): on a
+shared machine the wall time is inflated by other work, while the CPU time is an upper bound on
+the wall time of the same run alone on a quiet machine with as many cores as torch threads.
+The load average at the start and end is recorded to tell the two apart.
+
+The "best" guidance scale is picked on the same prompts it is reported on (a small optimistic bias;
+the whole sweep is in the table).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+import torch
+
+from minivid.eval import Judge
+from minivid.pipelines import ch02
+from minivid.train import count_params
+from minivid.utils import REPO_ROOT, cache_dir
+
+FIGURE = REPO_ROOT / "chapters" / "figures" / "ch02_guidance.png"
+
+
+def judge_samples(judge: Judge, x: torch.Tensor, labels: dict, real: torch.Tensor) -> dict:
+    """Adherence and Fréchet distance of generated images x (B, 3, S, S) against their prompts' labels."""
+    s = judge.score(x, labels)
+    ok = s["per_sample"]["color_correct"] & s["per_sample"]["shape_correct"] & s["per_sample"]["size_correct"]
+    return {"color_acc": s["color_acc"], "shape_acc": s["shape_acc"], "size_acc": s["size_acc"],
+            "all_acc": ok.float().mean().item(), "validity": s["validity"], "frechet": judge.frechet(real, x)}
+
+
+def guidance_sweep(model, schedule, cond, p: ch02.Ch02Preset, prompts: dict, real: torch.Tensor,
+                   judge: Judge, seed: int = 0, scales=None) -> list[dict]:
+    """One row per guidance scale: scale, adherence, Fréchet distance, sampling seconds."""
+    rows = []
+    for w in (scales if scales is not None else p.guidance_scales):
+        t0 = time.perf_counter()
+        x = ch02.sample_t2i(model, schedule, cond, prompts["captions"], w, objective=p.t2i.objective,
+                            steps=p.sample_steps, seed=seed, progress=False, size=p.t2i.size)
+        row = {"scale": float(w), **judge_samples(judge, x, prompts["labels"], real)}
+        row["sample_s"] = time.perf_counter() - t0
+        rows.append(row)
+    return rows
+
+
+def plot_guidance(rows: list[dict], path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = [r["scale"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for k, style in (("color_acc", "o-"), ("shape_acc", "s-"), ("size_acc", "^-"), ("all_acc", "k.-")):
+        ax.plot(s, [r[k] for r in rows], style, label=k.replace("_acc", ""))
+    ax.set_xlabel("guidance scale w")
+    ax.set_ylabel("judge accuracy on held-out prompts")
+    ax.set_ylim(0, 1.02)
+    ax2 = ax.twinx()
+    ax2.plot(s, [r["frechet"] for r in rows], "r--", label="Fréchet distance")
+    ax2.set_ylabel("Fréchet distance (judge features)", color="r")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
+    ax.set_title("Classifier-free guidance on held-out attribute combinations")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def pooled_ablation(p: ch02.Ch02Preset, seed: int, prompts: dict, real: torch.Tensor, judge: Judge) -> list[dict]:
+    """Two short runs (ablation_steps each), with and without the pooled vector, judged at p.guidance."""
+    rows = []
+    n = p.ablation_samples
+    sub = {"captions": prompts["captions"][:n], "labels": {k: v[:n] for k, v in prompts["labels"].items()}}
+    for pooled in (True, False):
+        r = replace(p.t2i, use_pooled=pooled, steps=p.ablation_steps)
+        path = cache_dir("checkpoints") / f"ch02-ablation-{p.name}-pooled{int(pooled)}-seed{seed}-{ch02._key(p.clip, r)}.pt"
+        t0 = time.perf_counter()
+        model, schedule, cond, _ = ch02.train_t2i(p, seed, progress=False, recipe=r, path=path, retrain=True)
+        train_s = time.perf_counter() - t0
+        row = guidance_sweep(model, schedule, cond, p, sub, real, judge, seed, scales=(p.guidance,))[0]
+        rows.append({"pooled_vector": pooled, "steps": r.steps, "train_s": train_s,
+                     **{k: v for k, v in row.items() if k != "sample_s"}})
+    return rows
+
+
+def run(preset: str = "smoke", seed: int = 0) -> dict:
+    p = ch02.get_preset(preset)
+    torch.manual_seed(seed)
+    judge = Judge(size=p.t2i.size)
+    figs: dict = {}
+
+    # 1. contrastive pretraining of the text encoder (timed, from scratch)
+    ch02.training_pairs(p.clip.size, p.clip.pool)                 # render/cache the data outside the timers
+    ch02.training_pairs(p.t2i.size, p.t2i.pool)
+    figs["torch_threads"] = torch.get_num_threads()
+    figs["load_avg_start"] = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    tok, clip, cstate = ch02.train_clip(p, seed, progress=False, retrain=True)
+    figs["clip_train_s"] = time.perf_counter() - t0
+    figs["clip_train_cpu_s"] = time.process_time() - c0
+    figs["clip_steps"] = p.clip.steps
+    figs["clip_steps_per_s"] = p.clip.steps / figs["clip_train_s"]
+    figs["clip_params"] = count_params(clip)
+    figs["clip_temperature"] = 1.0 / float(clip.scale().detach())
+    retrieval = []
+    for split in ("val", "heldout"):
+        r = ch02.clip_retrieval(clip, tok, split, p.retrieval_batch, seed=seed, size=p.clip.size)
+        figs[f"retrieval_{split}_i2t"], figs[f"retrieval_{split}_t2i"] = r["i2t"], r["t2i"]
+        retrieval.append({"pairs": f"{split} ({p.retrieval_batch})", "rule": "same colour+shape+size",
+                          "i2t": r["i2t"], "t2i": r["t2i"], "chance": r["chance"]})
+        retrieval.append({"pairs": f"{split} ({p.retrieval_batch})", "rule": "exact partner",
+                          "i2t": r["i2t_exact"], "t2i": r["t2i_exact"], "chance": 1 / p.retrieval_batch})
+    c = ch02.combo_retrieval(clip, tok, seed=seed, size=p.clip.size)
+    figs["retrieval_combos_i2t"], figs["retrieval_combos_t2i"] = c["i2t"], c["t2i"]
+    retrieval.append({"pairs": "36 combos, 1 each", "rule": "exact partner", "i2t": c["i2t"], "t2i": c["t2i"],
+                      "chance": 1 / 36})
+
+    # 2. the text-conditioned U-Net (timed, from scratch, on the frozen encoder)
+    t0, c0 = time.perf_counter(), time.process_time()
+    model, schedule, cond, state = ch02.train_t2i(p, seed, progress=False, retrain=True)
+    figs["unet_train_s"] = time.perf_counter() - t0
+    figs["unet_train_cpu_s"] = time.process_time() - c0
+    figs["unet_steps"] = p.t2i.steps
+    figs["unet_steps_per_s"] = p.t2i.steps / figs["unet_train_s"]
+    figs["unet_params"] = count_params(model)
+    figs["total_train_s"] = figs["clip_train_s"] + figs["unet_train_s"]
+    figs["total_train_cpu_s"] = figs["clip_train_cpu_s"] + figs["unet_train_cpu_s"]
+    figs["load_avg_after_training"] = os.getloadavg()[0]
+
+    # 3. the guidance sweep on held-out prompts
+    prompts = ch02.heldout_prompts(p.eval_samples, seed, p.t2i.size)
+    real = ch02.heldout_prompts(4 * p.eval_samples, seed + 1, p.t2i.size)["x"]
+    sweep = guidance_sweep(model, schedule, cond, p, prompts, real, judge, seed)
+    best = max(sweep, key=lambda r: (r["all_acc"], -r["scale"]))
+    figs.update(best_scale=best["scale"], heldout_color_acc=best["color_acc"], heldout_shape_acc=best["shape_acc"],
+                heldout_size_acc=best["size_acc"], heldout_all_acc=best["all_acc"], heldout_validity=best["validity"],
+                heldout_frechet=best["frechet"])
+    seen = ch02.heldout_prompts(p.eval_samples, seed, p.t2i.size, split="val")
+    seen_real = ch02.heldout_prompts(4 * p.eval_samples, seed + 1, p.t2i.size, split="val")["x"]
+    seen_row = guidance_sweep(model, schedule, cond, p, seen, seen_real, judge, seed, scales=(best["scale"],))[0]
+    figs.update(seen_color_acc=seen_row["color_acc"], seen_shape_acc=seen_row["shape_acc"],
+                seen_size_acc=seen_row["size_acc"], seen_all_acc=seen_row["all_acc"])
+    if p.name == "full":
+        plot_guidance(sweep, FIGURE)
+
+    # 4. the pooled-vector ablation (short runs)
+    ablation = pooled_ablation(p, seed, prompts, real, judge)
+
+    return {"figures": figs, "tables": {"guidance_sweep": sweep, "retrieval": retrieval, "pooled_ablation": ablation}}

@@ -1,0 +1,389 @@
+"""Chapter 02 recipes: mini-CLIP pretraining, the text-conditioned U-Net, guided sampling.
+
+Used by notebooks/02_text_to_image.ipynb, `python -m minivid bench ch02`, the CLI
+(`python -m minivid train ch02`) and by chapters 03-06, which reuse the frozen text encoder:
+
+    tok, enc = load_text_encoder("full")                 # trains it first if it is not cached
+    cond = TextConditioner(tok, enc)
+    model, schedule, cond, state = train_t2i("full")     # cached too
+    x = sample_t2i(model, schedule, cond, ["a big red square"] * 8, guidance=3.0)   # (8, 3, 16, 16)
+
+Papers: CLIP (arXiv:2103.00020), Latent Diffusion's cross-attention conditioning
+(arXiv:2112.10752), Imagen's pooled text embedding (arXiv:2205.11487), classifier-free guidance
+(arXiv:2207.12598), v-prediction (arXiv:2202.00512).
+
+Both models train on the "train" split only: the held-out attribute combinations
+(`minivid.data.HELDOUT_COMBOS`) are never seen by the text encoder or the U-Net.
+Trained models are cached under cache_dir("checkpoints") keyed by preset name and a hash of the
+recipe (the U-Net's key includes the text encoder's), so a changed recipe never loads a stale file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from minivid.data import COLORS, SHAPES, SIZES, WorldConfig, from_uint8, materialize_split, sample_batch
+from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
+from minivid.models import UNet2D, unet2d_config
+from minivid.text import (
+    CLIPConfig,
+    ImageEncoderConfig,
+    MiniCLIP,
+    TextConditioner,
+    TextEncoder,
+    Tokenizer,
+    attribute_match,
+    clip_loss,
+    retrieval_accuracy,
+    similarity,
+    text_encoder_config,
+)
+from minivid.train import TrainConfig, TrainState, train
+from minivid.utils import cache_dir, load_checkpoint, make_generator
+
+
+@dataclass(frozen=True)
+class ClipRecipe:
+    text: str = "text-small"
+    text_overrides: dict = field(default_factory=dict)
+    image_channels: tuple[int, ...] = (32, 64, 64)
+    embed_dim: int = 64
+    max_len: int = 16
+    multi_positive: bool = True      # same-attribute pairs in a batch are positives (see minivid.text.clip)
+    steps: int = 800
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    ema_decay: float | None = None
+    pool: int = 20000                # training pairs rendered once (cached) and sampled from
+    size: int = 16
+
+
+@dataclass(frozen=True)
+class T2IRecipe:
+    unet: str = "unet2d-small"
+    unet_overrides: dict = field(default_factory=dict)
+    use_pooled: bool = True          # add the pooled text vector to the timestep embedding
+    p_uncond: float = 0.1            # caption dropout probability (classifier-free guidance)
+    size: int = 16
+    T: int = 1000
+    schedule: str = "cosine"
+    objective: str = "v"
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    pool: int = 20000
+
+
+@dataclass(frozen=True)
+class Ch02Preset:
+    name: str
+    clip: ClipRecipe
+    t2i: T2IRecipe
+    eval_samples: int = 256                          # held-out prompts judged per guidance scale
+    sample_steps: int = 50                           # DDIM steps
+    guidance_scales: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0)
+    guidance: float = 3.0                            # the default scale for samples
+    retrieval_batch: int = 256
+    ablation_steps: int = 1000                       # each arm of the pooled-vector ablation
+    ablation_samples: int = 128
+
+
+PRESETS = {
+    "smoke": Ch02Preset(
+        name="smoke",
+        clip=ClipRecipe(text="text-tiny", image_channels=(8, 16), embed_dim=32, steps=30, batch_size=64,
+                        warmup_steps=0, pool=512),
+        t2i=T2IRecipe(unet="unet2d-tiny", T=100, steps=8, batch_size=16, warmup_steps=0, pool=512),
+        eval_samples=16, sample_steps=5, guidance_scales=(0.0, 1.0, 3.0), retrieval_batch=64,
+        ablation_steps=4, ablation_samples=8,
+    ),
+    "full": Ch02Preset(name="full", clip=ClipRecipe(), t2i=T2IRecipe()),
+}
+
+
+def get_preset(name: str | Ch02Preset) -> Ch02Preset:
+    if isinstance(name, Ch02Preset):
+        return name
+    if name not in PRESETS:
+        raise ValueError(f"unknown ch02 preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def _key(*parts) -> str:
+    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def checkpoint_path(what: str, preset: str | Ch02Preset, seed: int = 0) -> Path:
+    """Where the trained `what` ("clip" | "t2i") model of a preset lives."""
+    p = get_preset(preset)
+    if what == "clip":
+        key = _key(p.clip, seed)
+    elif what == "t2i":
+        key = _key(p.clip, p.t2i, seed)
+    else:
+        raise ValueError(f"what must be 'clip' or 't2i', got {what!r}")
+    return cache_dir("checkpoints") / f"ch02-{what}-{p.name}-seed{seed}-{key}.pt"
+
+
+# ----------------------------------------------------------------------------- data
+
+def training_pairs(size: int = 16, pool: int = 20000) -> dict:
+    """The image-caption training pairs: {"x": (pool, 3, S, S) uint8, "captions", "labels"} (train split, cached)."""
+    return materialize_split("image", "train", pool, seed=0, world=WorldConfig(size=size), cache=True, verbose=False)
+
+
+def _pool_batches(data: dict, tok: Tokenizer, batch_size: int):
+    ids, mask = tok.encode(data["captions"])                                     # (pool, L)
+    n = len(ids)
+
+    def batch_fn(step, g):
+        idx = torch.randint(0, n, (batch_size,), generator=g)
+        return {"x": from_uint8(data["x"][idx]), "ids": ids[idx], "mask": mask[idx],
+                "labels": {k: v[idx] for k, v in data["labels"].items()}}
+    return batch_fn
+
+
+# ----------------------------------------------------------------------------- mini-CLIP
+
+def build_tokenizer(recipe: ClipRecipe) -> Tokenizer:
+    return Tokenizer(max_len=recipe.max_len)
+
+
+def build_clip(recipe: ClipRecipe, tok: Tokenizer) -> MiniCLIP:
+    text = text_encoder_config(recipe.text, vocab_size=tok.vocab_size, max_len=tok.max_len, **recipe.text_overrides)
+    image = ImageEncoderConfig(channels=tuple(recipe.image_channels), dim=text.dim)
+    return MiniCLIP(CLIPConfig(text=text, image=image, embed_dim=recipe.embed_dim))
+
+
+def _run(model, loss_fn, batch_fn, recipe, path: Path, seed: int, progress: bool, desc: str,
+         retrain: bool) -> TrainState:
+    """train() with the checkpoint as the cache: a finished checkpoint is loaded, not retrained."""
+    if retrain and path.exists():
+        path.unlink()
+    cfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, ema_decay=recipe.ema_decay,
+                      warmup_steps=recipe.warmup_steps, seed=seed, ckpt_path=str(path), ckpt_every=500,
+                      device="cpu", progress=progress, desc=desc)
+    torch.manual_seed(seed)
+    return train(model, loss_fn, batch_fn, cfg)
+
+
+def clip_loss_fn(multi_positive: bool = True):
+    """loss_fn(model, batch, generator) for train(): symmetric InfoNCE, plus the temperature as a metric."""
+    def loss_fn(net, batch, g):
+        img, txt, scale = net(batch["x"], batch["ids"], batch["mask"])
+        pos = attribute_match(batch["labels"]) if multi_positive else None
+        return clip_loss(img, txt, scale, pos), {"scale": scale.detach()}
+    return loss_fn
+
+
+def train_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True, retrain: bool = False):
+    """Pretrain (or load) the mini-CLIP. Returns (tokenizer, MiniCLIP in eval mode, TrainState)."""
+    p = get_preset(preset)
+    r = p.clip
+    tok = build_tokenizer(r)
+    data = training_pairs(r.size, r.pool)
+    torch.manual_seed(seed)
+    model = build_clip(r, tok)
+    state = _run(model, clip_loss_fn(r.multi_positive), _pool_batches(data, tok, r.batch_size), r,
+                 checkpoint_path("clip", p, seed), seed, progress, f"ch02 mini-CLIP ({p.name})", retrain)
+    return tok, state.sampling_model.eval(), state
+
+
+def load_text_encoder(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True):
+    """The frozen, pretrained text encoder every later chapter uses: (Tokenizer, TextEncoder in eval mode).
+
+    Loads the cached mini-CLIP checkpoint, or trains it first (with a progress bar) when absent.
+    """
+    p = get_preset(preset)
+    path = checkpoint_path("clip", p, seed)
+    tok = build_tokenizer(p.clip)
+    if not _finished(path, p.clip.steps):
+        _, clip, _ = train_clip(p, seed, progress)
+    else:
+        clip = _load_model(build_clip(p.clip, tok), path)
+    enc: TextEncoder = clip.text
+    return tok, enc.eval().requires_grad_(False)
+
+
+def _finished(path: Path, steps: int) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return int(load_checkpoint(path).get("step", -1)) >= steps
+    except Exception:  # a corrupt file: let train() report it (or overwrite it with retrain)
+        return False
+
+
+def _load_model(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    ck = load_checkpoint(path, how_to_retrain=f"delete {path} and run the training again")
+    model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
+    return model.eval()
+
+
+@torch.no_grad()
+def clip_retrieval(clip: MiniCLIP, tok: Tokenizer, split: str = "val", n: int = 256, seed: int = 0,
+                   size: int = 16) -> dict:
+    """Top-1 retrieval on n fresh image-caption pairs of `split`.
+
+    A retrieved caption (image) counts as correct when its colour, shape and size equal the query's:
+    template captions have synonyms and a batch repeats attribute combinations, so the exact partner
+    is not identifiable. Also reports the chance level of that rule and the exact-partner accuracy.
+    Returns {"i2t", "t2i", "i2t_exact", "t2i_exact", "chance", "sim": (n, n)}.
+    """
+    b = sample_batch(n, kind="image", split=split, size=size, generator=make_generator(seed))
+    ids, mask = tok.encode(b["captions"])
+    sim = similarity(clip, b["x"], ids, mask)
+    match = attribute_match(b["labels"])
+    out = retrieval_accuracy(sim, match)
+    exact = retrieval_accuracy(sim, torch.eye(n, dtype=torch.bool))
+    out.update(i2t_exact=exact["i2t"], t2i_exact=exact["t2i"], chance=match.float().mean().item(), sim=sim)
+    return out
+
+
+@torch.no_grad()
+def combo_retrieval(clip: MiniCLIP, tok: Tokenizer, seed: int = 0, size: int = 16) -> dict:
+    """Retrieval among all 36 attribute combinations, one image and one caption each (exact top-1).
+
+    Images: one rendered item per combination (held-out ones included); captions: one random
+    phrasing each. Returns {"i2t", "t2i", "sim": (36, 36), "captions", "labels", "x"}.
+    """
+    g = make_generator(seed)
+    parts = [sample_batch(256, kind="image", split=s, size=size, generator=g) for s in ("val", "heldout")]
+    x, caps, lab = [], [], {"color": [], "shape": [], "size": []}
+    seen = set()
+    for b in parts:
+        for i in range(len(b["captions"])):
+            key = tuple(int(b["labels"][k][i]) for k in ("color", "shape", "size"))
+            if key in seen:
+                continue
+            seen.add(key)
+            x.append(b["x"][i])
+            caps.append(b["captions"][i])
+            for k in lab:
+                lab[k].append(key[("color", "shape", "size").index(k)])
+    order = sorted(range(len(caps)), key=lambda i: (lab["color"][i], lab["shape"][i], lab["size"][i]))
+    x = torch.stack([x[i] for i in order])
+    caps = [caps[i] for i in order]
+    lab = {k: torch.tensor([v[i] for i in order]) for k, v in lab.items()}
+    ids, mask = tok.encode(caps)
+    sim = similarity(clip, x, ids, mask)
+    out = retrieval_accuracy(sim, torch.eye(len(caps), dtype=torch.bool))
+    out.update(sim=sim, captions=caps, labels=lab, x=x)
+    return out
+
+
+# ----------------------------------------------------------------------------- text-conditioned U-Net
+
+def schedule_for(recipe: T2IRecipe) -> Schedule:
+    return make_schedule(recipe.schedule, recipe.T)
+
+
+def build_unet(recipe: T2IRecipe, text_dim: int) -> UNet2D:
+    """The chapter-01 U-Net with cross-attention to text_dim-wide tokens (and the pooled vector if asked)."""
+    return UNet2D(unet2d_config(recipe.unet, context_dim=text_dim, pooled_dim=text_dim if recipe.use_pooled else None,
+                                **recipe.unet_overrides))
+
+
+def t2i_loss_fn(cond: TextConditioner, schedule: Schedule, recipe: T2IRecipe):
+    """loss_fn(model, batch, generator): caption dropout (p_uncond), frozen text features, diffusion loss."""
+    def loss_fn(net, batch, g):
+        ids, mask, dropped = cond.dropout(batch["ids"], batch["mask"], recipe.p_uncond, generator=g)
+        kw = cond.encode_ids(ids, mask)
+        loss = diffusion_loss(net, batch["x"], schedule, recipe.objective, generator=g, cond=kw)
+        return loss, {"dropped": dropped.float().mean()}
+    return loss_fn
+
+
+def train_t2i(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True, retrain: bool = False,
+              recipe: T2IRecipe | None = None, path: Path | None = None):
+    """Train (or load) the text-conditioned U-Net on the frozen text encoder of the same preset.
+
+    recipe/path override the preset's U-Net recipe and checkpoint (the bench's ablation uses them).
+    Returns (EMA model in eval mode, schedule, TextConditioner, TrainState).
+    """
+    p = get_preset(preset)
+    r = recipe or p.t2i
+    tok, enc = load_text_encoder(p, seed, progress)
+    cond = TextConditioner(tok, enc, use_pooled=r.use_pooled)
+    schedule = schedule_for(r)
+    torch.manual_seed(seed)
+    model = build_unet(r, enc.cfg.dim)
+    path = path or checkpoint_path("t2i", p, seed)
+    state = _run(model, t2i_loss_fn(cond, schedule, r), _pool_batches(training_pairs(r.size, r.pool), tok,
+                                                                       r.batch_size),
+                 r, path, seed, progress, f"ch02 text-to-image U-Net ({p.name})", retrain)
+    return state.sampling_model.eval(), schedule, cond, state
+
+
+@torch.no_grad()
+def sample_t2i(model: UNet2D, schedule: Schedule, cond: TextConditioner, prompts: list[str], guidance: float = 3.0,
+               *, objective: str = "v", steps: int = 50, seed: int = 0, batch_size: int = 256,
+               progress: bool = True, size: int | None = None) -> torch.Tensor:
+    """One image per prompt with DDIM and classifier-free guidance: (B, 3, S, S) in [-1, 1].
+
+    guidance: 1 = the conditional model alone, 0 = the unconditional one, > 1 = extrapolate away from
+    it. The initial noise depends only on `seed` and the position in the batch, so different scales
+    start from the same noise and differ only by guidance.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    s = size or 16
+    g = make_generator(seed)
+    noise = torch.randn(len(prompts), 3, s, s, generator=g)
+    outs = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        b = len(chunk)
+        x = ddim_sample(model, (b, 3, s, s), schedule, objective, steps=steps, cond=cond(chunk),
+                        uncond=cond.null(b), guidance_scale=guidance, clip=1.0, noise=noise[i:i + b],
+                        generator=g, progress=progress, desc=f"DDIM-{steps} w={guidance:g} [{i + b}/{len(prompts)}]")
+        outs.append(x)
+    return torch.cat(outs).clamp(-1, 1)
+
+
+def heldout_prompts(n: int, seed: int = 0, size: int = 16, split: str = "heldout") -> dict:
+    """n prompts of a split with their labels and real images: {"captions", "labels", "x"} (sample_batch)."""
+    return sample_batch(n, kind="image", split=split, size=size, generator=make_generator(10_000 + seed))
+
+
+def combo_name(labels: dict, i: int) -> tuple[str, str, str]:
+    """(size, colour, shape) names of item i of a labels dict: ("big", "red", "square")."""
+    return SIZES[int(labels["size"][i])], COLORS[int(labels["color"][i])], SHAPES[int(labels["shape"][i])]
+
+
+def judge_names(pred: dict) -> list[str]:
+    """What `Judge.predict` read in each sample, as words ("big red square"; "not one clean object")."""
+    return [" ".join(combo_name(pred, i)) if bool(pred["valid"][i]) else "not one clean object"
+            for i in range(len(pred["valid"]))]
+
+
+def load_t2i(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True):
+    """(model, schedule, TextConditioner) of a preset, trained first if absent."""
+    model, schedule, cond, _ = train_t2i(preset, seed, progress)
+    return model, schedule, cond
+
+
+# ----------------------------------------------------------------------------- CLI hook
+
+def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> Path:
+    """`python -m minivid train ch02`: pretrain the text encoder, then the text-to-image U-Net."""
+    p = get_preset(preset)
+    if steps is not None:
+        p = replace(p, name=f"{p.name}-steps{steps}", t2i=replace(p.t2i, steps=steps))
+    train_t2i(p, seed=seed)
+    return checkpoint_path("t2i", p, seed)
+
+
+__all__ = ["ClipRecipe", "T2IRecipe", "Ch02Preset", "PRESETS", "get_preset", "checkpoint_path", "training_pairs",
+           "build_tokenizer", "build_clip", "clip_loss_fn", "train_clip", "load_text_encoder", "clip_retrieval",
+           "combo_retrieval", "schedule_for", "build_unet", "t2i_loss_fn", "train_t2i", "sample_t2i",
+           "heldout_prompts", "combo_name", "judge_names", "load_t2i", "cli_train"]

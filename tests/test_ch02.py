@@ -1,0 +1,77 @@
+"""Chapter 02 recipes and bench on the smoke preset (tiny models, seconds)."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from minivid.bench import run_bench
+from minivid.data import HELDOUT_COMBOS, SHAPES, parse_caption
+from minivid.pipelines import ch02
+from minivid.text import TextConditioner, TextEncoder, Tokenizer
+
+
+def test_presets_and_checkpoint_keys():
+    p = ch02.get_preset("smoke")
+    assert ch02.get_preset(p) is p
+    with pytest.raises(ValueError, match="unknown ch02 preset"):
+        ch02.get_preset("huge")
+    a = ch02.checkpoint_path("t2i", p)
+    changed_clip = replace(p, clip=replace(p.clip, steps=p.clip.steps + 1))
+    assert ch02.checkpoint_path("t2i", changed_clip) != a          # the U-Net's key includes its text encoder's
+    assert ch02.checkpoint_path("clip", p, seed=1) != ch02.checkpoint_path("clip", p)
+    full = ch02.get_preset("full")
+    assert full.t2i.p_uncond == 0.1 and full.guidance_scales == (0.0, 1.0, 2.0, 3.0, 5.0, 7.0)
+
+
+def test_heldout_prompts_only_name_heldout_combinations():
+    b = ch02.heldout_prompts(64)
+    names = {ch02.combo_name(b["labels"], i) for i in range(64)}
+    held = {(z, c, s) for c, s, z in HELDOUT_COMBOS}
+    assert names <= held and len(names) == len(held)
+    for cap, i in zip(b["captions"], range(64)):
+        lab = parse_caption(cap)
+        assert SHAPES[lab["shape"]] == ch02.combo_name(b["labels"], i)[2]
+
+
+def test_load_text_encoder_trains_once_then_loads_the_cache():
+    tok, enc = ch02.load_text_encoder("smoke", progress=False)
+    assert isinstance(tok, Tokenizer) and isinstance(enc, TextEncoder)
+    assert not enc.training and not any(q.requires_grad for q in enc.parameters())
+    path = ch02.checkpoint_path("clip", "smoke")
+    stamp = path.stat().st_mtime_ns
+    tok2, enc2 = ch02.load_text_encoder("smoke", progress=False)
+    assert path.stat().st_mtime_ns == stamp                          # loaded, not retrained
+    for a, b in zip(enc.state_dict().values(), enc2.state_dict().values()):
+        assert torch.equal(a, b)
+    ids, mask = tok.encode(["a big red square", ""])
+    tokens, pooled = enc(ids, mask)
+    assert tokens.shape == (2, tok.max_len, enc.cfg.dim) and pooled.shape == (2, enc.cfg.dim)
+
+
+def test_t2i_smoke_trains_samples_and_guides():
+    model, schedule, cond, state = ch02.train_t2i("smoke", progress=False)
+    p = ch02.get_preset("smoke")
+    assert isinstance(cond, TextConditioner) and state.step == p.t2i.steps
+    assert model.cfg.context_dim == cond.dim and model.cfg.pooled_dim == cond.dim
+    assert any(h.get("dropped") is not None for h in state.history)
+    prompts = ["a big red square", "", "a small yellow triangle"]
+    x1 = ch02.sample_t2i(model, schedule, cond, prompts, 1.0, steps=3, progress=False)
+    x3 = ch02.sample_t2i(model, schedule, cond, prompts, 3.0, steps=3, progress=False)
+    assert x1.shape == (3, 3, 16, 16) and float(x1.abs().max()) <= 1.0
+    assert not torch.equal(x1, x3)
+    again = ch02.sample_t2i(model, schedule, cond, prompts, 3.0, steps=3, progress=False, batch_size=2)
+    assert torch.allclose(again, x3, atol=1e-5)                        # batching does not change the noise
+
+
+def test_bench_smoke_reports_the_targets():
+    rec = run_bench("ch02", "smoke")
+    f, t = rec["figures"], rec["tables"]
+    for k in ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "best_scale", "retrieval_val_i2t",
+              "retrieval_heldout_t2i", "retrieval_combos_i2t", "clip_train_s", "unet_train_s", "unet_steps_per_s"):
+        assert k in f, k
+    p = ch02.get_preset("smoke")
+    assert [r["scale"] for r in t["guidance_sweep"]] == list(p.guidance_scales)
+    assert f["best_scale"] in p.guidance_scales
+    assert all(0.0 <= r["color_acc"] <= 1.0 and r["frechet"] >= 0 for r in t["guidance_sweep"])
+    assert [r["pooled_vector"] for r in t["pooled_ablation"]] == [True, False]
+    assert {r["pairs"].split()[0] for r in t["retrieval"]} == {"val", "heldout", "36"}
