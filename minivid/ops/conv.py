@@ -12,9 +12,10 @@ Two forms of the same maths:
   Conv1d over time. Easy to read; the reshapes cost copies.
 * `FactorizedConv3d`: the fast form, two Conv3d with (1,k,k) and (k,1,1) kernels on the
   (B, C, T, H, W) tensor directly: no permute copies. Measured about twice as fast as the
-  reference form in the forward pass; faster than a full k x k x k Conv3d when activations and
-  weights are in `torch.channels_last_3d` (the layout oneDNN computes in), about even with it
-  in the default layout (`python -m minivid bench ops`, chapters/appendix_ops.md).
+  reference form in the forward pass, and faster than a full k x k x k Conv3d there when
+  activations and weights are in `torch.channels_last_3d` (the layout oneDNN computes in);
+  forward + backward, about even with the full Conv3d (`python -m minivid bench ops`,
+  chapters/appendix_ops.md).
 """
 from __future__ import annotations
 
