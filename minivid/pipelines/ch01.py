@@ -298,7 +298,7 @@ def save_figures(preset: str | Ch01Preset = "full", out_dir: str | Path | None =
     paths = []
 
     def save(fig, name):
-        fig.savefig(out / name, dpi=110, bbox_inches="tight")
+        fig.savefig(out / name, dpi=90, bbox_inches="tight")
         plt.close(fig)
         paths.append(out / name)
 
@@ -332,10 +332,10 @@ def save_figures(preset: str | Ch01Preset = "full", out_dir: str | Path | None =
     for ax, sampler, steps in ((axes[0], "ddpm", sched.T), (axes[1], "ddim", 20)):
         x, tr = sample_toy(toy, sched, p, n=1000, sampler=sampler, steps=steps, seed=1, return_trajectory=True)
         ax.scatter(*data.T, s=1, c="lightgray")
-        for i in range(30):
-            ax.plot(tr["x"][:, i, 0], tr["x"][:, i, 1], lw=0.6, alpha=0.7)
+        for i in range(12):
+            ax.plot(tr["x"][:, i, 0], tr["x"][:, i, 1], lw=0.6, alpha=0.8)
         ax.scatter(*x.T, s=1.5, c="k")
-        ax.set(title=f"{sampler.upper()}-{steps}: 1000 samples, 30 paths", xlim=(-3, 3), ylim=(-3, 3), aspect="equal")
+        ax.set(title=f"{sampler.upper()}-{steps}: 1000 samples, 12 paths", xlim=(-3, 3), ylim=(-3, 3), aspect="equal")
     save(fig, "01_toy_paths.png")
 
     model, sched, _ = train_image(p, seed=seed, progress=False)
