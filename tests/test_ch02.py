@@ -73,5 +73,6 @@ def test_bench_smoke_reports_the_targets():
     assert [r["scale"] for r in t["guidance_sweep"]] == list(p.guidance_scales)
     assert f["best_scale"] in p.guidance_scales
     assert all(0.0 <= r["color_acc"] <= 1.0 and r["frechet"] >= 0 for r in t["guidance_sweep"])
-    assert [r["pooled_vector"] for r in t["pooled_ablation"]] == [True, False]
+    arms = [(r["pooled_vector"], r["scale"]) for r in t["pooled_ablation"]]
+    assert arms == [(True, 1.0), (True, 3.0), (False, 1.0), (False, 3.0)]
     assert {r["pairs"].split()[0] for r in t["retrieval"]} == {"val", "heldout", "36"}

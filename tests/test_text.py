@@ -8,8 +8,6 @@ import torch.nn.functional as F
 
 from minivid.data import VOCAB, all_captions, sample_batch
 from minivid.testing import assert_close
-from minivid.text import checks
-from minivid.text.checks import naive_clip_loss
 from minivid.text import (
     CLIPConfig,
     ImageEncoderConfig,
@@ -19,12 +17,13 @@ from minivid.text import (
     Tokenizer,
     UnknownWordWarning,
     attribute_match,
+    checks,
     clip_loss,
     normalize,
     retrieval_accuracy,
     text_encoder_config,
 )
-
+from minivid.text.checks import naive_clip_loss
 
 # ----------------------------------------------------------------------------- tokenizer
 

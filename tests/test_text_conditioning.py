@@ -7,17 +7,17 @@ from minivid.diffusion import ddim_sample, guided_predict, make_schedule
 from minivid.models import UNet2D, unet2d_config
 from minivid.models.unet2d import AttentionBlock
 from minivid.testing import assert_close
-from minivid.text import checks
-from minivid.text.checks import naive_cross_attention
 from minivid.text import (
     CrossAttentionRecorder,
     TextConditioner,
     TextEncoder,
     Tokenizer,
     caption_dropout,
+    checks,
     cross_attention,
     text_encoder_config,
 )
+from minivid.text.checks import naive_cross_attention
 
 
 @pytest.mark.exercise("2.2")
@@ -27,7 +27,8 @@ def test_cross_attention_matches_naive_reference():
     q_proj, kv_proj = nn.Linear(C, C), nn.Linear(Dc, 2 * C)
     h, ctx = torch.randn(N, Lq, C), torch.randn(N, L, Dc)
     mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
-    out, probs = cross_attention(h, ctx, q_proj, kv_proj, heads, mask)
+    with torch.no_grad():
+        out, probs = cross_attention(h, ctx, q_proj, kv_proj, heads, mask)
     ref_out, ref_probs = naive_cross_attention(h, ctx, q_proj, kv_proj, heads, mask)
     assert out.shape == (N, Lq, C) and probs.shape == (N, heads, Lq, L)
     assert_close(probs, ref_probs, atol=1e-6, name="attention probabilities")
@@ -75,7 +76,7 @@ def _tiny(use_pooled=True, seed=0):
     cond = TextConditioner(tok, enc, use_pooled=use_pooled)
     unet = UNet2D(unet2d_config("unet2d-tiny", context_dim=enc.dim, pooled_dim=enc.dim if use_pooled else None))
     for m in unet.modules():                                        # break the zero init: a non-trivial net
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and float(m.weight.abs().max()) == 0.0:
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and float(m.weight.detach().abs().max()) == 0.0:
             nn.init.normal_(m.weight, std=0.05)
     return cond, unet.eval()
 

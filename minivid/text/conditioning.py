@@ -15,7 +15,7 @@ Chapters 03-06 reuse this class with the chapter-02 encoder (`minivid.pipelines.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -72,7 +72,7 @@ class TextConditioner:
     def device(self) -> torch.device:
         return self.encoder.pos.device
 
-    def to(self, device) -> "TextConditioner":
+    def to(self, device) -> TextConditioner:
         self.encoder.to(device)
         return self
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -139,7 +139,7 @@ class Tokenizer:
         return {"words": self.itos[len(SPECIALS):], "max_len": self.max_len}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "Tokenizer":
+    def from_state_dict(cls, state: dict) -> Tokenizer:
         return cls(state["words"], max_len=int(state["max_len"]))
 
     def __repr__(self) -> str:

@@ -94,7 +94,7 @@ class CrossAttentionRecorder:
             self.records[name].append(probs.mean(1).reshape(probs.shape[0], H, W, -1).detach().cpu())
         return hook
 
-    def __enter__(self) -> "CrossAttentionRecorder":
+    def __enter__(self) -> CrossAttentionRecorder:
         for name, blk in self.blocks.items():
             self._handles.append(blk.register_forward_pre_hook(self._pre(name), with_kwargs=True))
             self._handles.append(blk.norm_x.register_forward_hook(self._post_norm(name)))
