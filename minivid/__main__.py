@@ -133,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handlers = {"bench": _cmd_bench, "exercises": _cmd_exercises, "results": _cmd_results}
     handler = handlers.get(args.command, _cmd_pipeline)
+    from minivid.utils import CheckpointError
+
     try:
         return handler(args)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; checkpoints written so far are kept and the run resumes where it stopped.",
               file=sys.stderr)

@@ -78,6 +78,8 @@ def load_checkpoint(path: str | os.PathLike, how_to_retrain: str = "", map_locat
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle garbage, wrong format...
         first = (str(e).strip().splitlines() or [""])[0][:160]
+        if "weights only" in first.lower() or "weights_only" in first.lower():
+            first = "not a weights-only PyTorch file"     # never advise loading untrusted pickles
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {first}).{hint}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} is not a minivid checkpoint (got {type(obj).__name__}).{hint}")

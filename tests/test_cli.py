@@ -46,3 +46,30 @@ def test_data_and_eval_round_trip(tmp_path, capsys):
 def test_unknown_chapter_is_a_clear_error():
     with pytest.raises(SystemExit, match="no chapter 'ch42'"):
         main(["train", "ch42"])
+
+
+def test_report_on_a_prompt_with_unknown_words_judges_without_expectations():
+    from minivid.cli_pipelines import _judge_report
+
+    b = sample_batch(1, kind="video_text", size=16, frames=8, generator=torch.Generator().manual_seed(3))
+    line = _judge_report(b["x"], ["a small blue squre sliding left"])[0]
+    assert "WRONG" not in line and "color=" in line
+
+
+def test_corrupt_model_file_is_a_clear_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from minivid import cli_pipelines
+    from minivid.utils import load_checkpoint
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"garbage" * 20)
+
+    class Recipe:
+        @staticmethod
+        def cli_train(preset, seed, steps):
+            load_checkpoint(bad, how_to_retrain="python -m minivid train ch03")
+
+    monkeypatch.setattr(cli_pipelines, "_pipeline", lambda chapter: Recipe)
+    assert main(["train", "ch03"]) == 1
+    err = capsys.readouterr().err
+    assert "model.pt is corrupt or truncated" in err and "python -m minivid train ch03" in err
+    assert "Traceback" not in err and "weights_only" not in err
