@@ -125,6 +125,17 @@ def ddp_context() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def ddp_cleanup() -> None:
+    """End a torchrun job cleanly: wait for every rank, then tear the process group down.
+
+    Without it, gloo's background threads can still be running when the interpreter exits,
+    and a rank aborts ("terminate called without an active exception").
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _split_loss(out) -> tuple[torch.Tensor, dict]:
     if isinstance(out, tuple):
         loss, metrics = out
@@ -291,4 +302,4 @@ def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
 
 
 __all__ = ["TrainConfig", "TrainState", "TrainingDiverged", "train", "to_device", "step_seed",
-           "save_train_checkpoint", "count_params", "ema_update", "lr_at", "replica_max_difference"]
+           "save_train_checkpoint", "count_params", "ema_update", "lr_at", "replica_max_difference", "ddp_cleanup"]

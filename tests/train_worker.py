@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from minivid.train import TrainConfig, replica_max_difference, train
+from minivid.train import TrainConfig, ddp_cleanup, replica_max_difference, train
 
 
 def toy_model() -> torch.nn.Module:
@@ -39,3 +39,4 @@ if __name__ == "__main__":
                 "replica_diff": replica_max_difference(state.model),
                 "world": int(os.environ.get("WORLD_SIZE", "1")),
                 "history": state.history}, f"{out}.{rank}")
+    ddp_cleanup()
