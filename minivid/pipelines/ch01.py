@@ -25,6 +25,7 @@ import torch
 from minivid.data import from_uint8, materialize_split
 from minivid.diffusion import Schedule, diffusion_loss, make_schedule, sample
 from minivid.models import DiffusionMLP, MLPConfig, UNet2D, unet2d_config
+from minivid.pipelines import pick_preset
 from minivid.train import TrainConfig, TrainState, train
 from minivid.utils import cache_dir, make_generator
 
@@ -84,11 +85,7 @@ PRESETS = {
 
 
 def get_preset(name: str | Ch01Preset) -> Ch01Preset:
-    if isinstance(name, Ch01Preset):
-        return name
-    if name not in PRESETS:
-        raise ValueError(f"unknown ch01 preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    return pick_preset(name, PRESETS, "ch01")
 
 
 def _key(recipe, seed: int) -> str:
@@ -290,7 +287,7 @@ def save_figures(preset: str | Ch01Preset = "full", out_dir: str | Path | None =
     from minivid.data import sample_batch
     from minivid.diffusion import q_sample
     from minivid.utils import REPO_ROOT
-    from minivid.viz import show_frames, show_images
+    from minivid.viz import show_images
 
     p = get_preset(preset)
     out = Path(out_dir) if out_dir is not None else REPO_ROOT / "chapters" / "figures"

@@ -29,6 +29,7 @@ import torch
 from minivid.data import COLORS, SHAPES, SIZES, WorldConfig, from_uint8, materialize_split, sample_batch
 from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
 from minivid.models import UNet2D, unet2d_config
+from minivid.pipelines import pick_preset
 from minivid.text import (
     CLIPConfig,
     ImageEncoderConfig,
@@ -109,11 +110,7 @@ PRESETS = {
 
 
 def get_preset(name: str | Ch02Preset) -> Ch02Preset:
-    if isinstance(name, Ch02Preset):
-        return name
-    if name not in PRESETS:
-        raise ValueError(f"unknown ch02 preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    return pick_preset(name, PRESETS, "ch02")
 
 
 def _key(*parts) -> str:

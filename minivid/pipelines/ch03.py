@@ -27,6 +27,7 @@ import torch
 from minivid.data import WorldConfig, from_uint8, materialize_split
 from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
 from minivid.models.unet3d import UNet3D, unet3d_config
+from minivid.pipelines import pick_preset
 from minivid.text import TextConditioner
 from minivid.train import TrainConfig, train
 from minivid.utils import CheckpointError, cache_dir, load_checkpoint, make_generator
@@ -79,11 +80,7 @@ PRESETS = {
 
 
 def get_preset(name: str | Ch03Preset) -> Ch03Preset:
-    if isinstance(name, Ch03Preset):
-        return name
-    if name not in PRESETS:
-        raise ValueError(f"unknown ch03 preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    return pick_preset(name, PRESETS, "ch03")
 
 
 def checkpoint_path(preset: str | Ch03Preset, seed: int = 0, recipe: VideoRecipe | None = None) -> Path:
