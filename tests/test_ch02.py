@@ -48,6 +48,21 @@ def test_load_text_encoder_trains_once_then_loads_the_cache():
     assert tokens.shape == (2, tok.max_len, enc.cfg.dim) and pooled.shape == (2, enc.cfg.dim)
 
 
+def test_clip_learns_from_clips_too_and_retrieves_them():
+    """The smoke mini-CLIP trains a video tower on the clip pool next to the image tower (one text tower)."""
+    tok, clip, state = ch02.train_clip("smoke", progress=False)
+    assert hasattr(clip, "video")
+    last = state.history[-1]
+    assert {"loss_image", "loss_video"} <= set(last)
+    assert abs(last["loss"] - (last["loss_image"] + last["loss_video"])) < 1e-4      # video_weight = 1
+    r = ch02.clip_retrieval(clip, tok, "val", n=16, kind="video_text", frames=4)
+    assert r["sim"].shape == (16, 16) and 0.0 <= r["direction_i2t"] <= 1.0 and 0.0 < r["chance"] < 1.0
+    no_video = replace(ch02.get_preset("smoke").clip, video_pool=0)
+    assert not hasattr(ch02.build_clip(no_video, tok), "video")
+    b = ch02._pool_batches(ch02.training_pairs(16, 512), tok, 4)(0, torch.Generator().manual_seed(0))
+    assert "video" not in b                                                            # images only
+
+
 def test_t2i_smoke_trains_samples_and_guides():
     model, schedule, cond, state = ch02.train_t2i("smoke", progress=False)
     p = ch02.get_preset("smoke")

@@ -16,11 +16,14 @@ from minivid.text import (
     TextEncoder,
     Tokenizer,
     UnknownWordWarning,
+    VideoEncoder,
+    VideoEncoderConfig,
     attribute_match,
     checks,
     clip_loss,
     normalize,
     retrieval_accuracy,
+    similarity,
     text_encoder_config,
 )
 from minivid.text.checks import naive_clip_loss
@@ -208,3 +211,37 @@ def test_mini_clip_forward_shapes():
     assert abs(float(scale.detach()) - 1 / 0.07) < 1e-3
     clip.logit_scale.data.fill_(10.0)
     assert abs(float(clip.scale().detach()) - 100.0) < 1e-3       # CLIP's clamp at 100
+
+
+def _video_clip():
+    tok = Tokenizer()
+    cfg = CLIPConfig(text=text_encoder_config("text-tiny", vocab_size=tok.vocab_size),
+                     image=ImageEncoderConfig(channels=(8, 16), dim=32),
+                     video=VideoEncoderConfig(channels=(8, 16), dim=32), embed_dim=16)
+    return tok, MiniCLIP(cfg)
+
+
+def test_video_tower_shapes_and_bad_input():
+    tok, clip = _video_clip()
+    b = sample_batch(3, kind="video_text", frames=4, generator=torch.Generator().manual_seed(0))
+    emb = clip.encode_video(b["x"])
+    assert emb.shape == (3, 16)
+    sim = similarity(clip, b["x"], *tok.encode(b["captions"]))               # 5-D input goes to the video tower
+    ref = F.normalize(emb, dim=-1) @ F.normalize(clip.encode_text(*tok.encode(b["captions"])), dim=-1).T
+    assert_close(sim, ref.detach(), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"clips \(B, 3, T, H, W\)"):
+        clip.video(b["x"][:, :, 0])
+    image_only = MiniCLIP(CLIPConfig(text=clip.cfg.text, image=clip.cfg.image, embed_dim=16))
+    assert not hasattr(image_only, "video")
+    with pytest.raises(ValueError, match="no video tower"):
+        image_only.encode_video(b["x"])
+
+
+def test_video_tower_sees_the_direction_of_motion():
+    """Mean pooling removes *where*, but a 3x3x3 kernel still tells a clip from its time reversal."""
+    torch.manual_seed(0)
+    enc = VideoEncoder(VideoEncoderConfig(channels=(8, 16), dim=8))
+    b = sample_batch(4, kind="video_text", frames=4, generator=torch.Generator().manual_seed(1))
+    fwd, rev = enc(b["x"]), enc(b["x"].flip(2))
+    assert (fwd - rev).abs().max() > 1e-3
+    assert_close(enc(b["x"][:2]), fwd[:2], atol=1e-5, rtol=0)                # items are independent

@@ -37,6 +37,7 @@ from minivid.text import (
     TextConditioner,
     TextEncoder,
     Tokenizer,
+    VideoEncoderConfig,
     attribute_match,
     clip_loss,
     retrieval_accuracy,
@@ -62,6 +63,12 @@ class ClipRecipe:
     ema_decay: float | None = None
     pool: int = 20000                # training pairs rendered once (cached) and sampled from
     size: int = 16
+    # The motion words: a second contrastive task on the scarce video-text pairs (chapter 03's pool).
+    video_pool: int = 2000           # captioned clips (0 = image-text pairs only)
+    video_batch: int = 32            # clips per step, next to batch_size images
+    video_frames: int = 8
+    video_channels: tuple[int, ...] = (16, 32, 32)
+    video_weight: float = 1.0        # loss = image InfoNCE + video_weight * video InfoNCE
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,8 @@ PRESETS = {
     "smoke": Ch02Preset(
         name="smoke",
         clip=ClipRecipe(text="text-tiny", image_channels=(8, 16), embed_dim=32, steps=30, batch_size=64,
-                        warmup_steps=0, pool=512),
+                        warmup_steps=0, pool=512, video_pool=64, video_batch=8, video_frames=4,
+                        video_channels=(8, 16)),
         t2i=T2IRecipe(unet="unet2d-tiny", T=100, steps=8, batch_size=16, warmup_steps=0, pool=512),
         eval_samples=16, sample_steps=5, guidance_scales=(0.0, 1.0, 3.0), retrieval_batch=64,
         ablation_steps=4, ablation_samples=8,
@@ -138,14 +146,34 @@ def training_pairs(size: int = 16, pool: int = 20000) -> dict:
     return materialize_split("image", "train", pool, seed=0, world=WorldConfig(size=size), cache=True, verbose=False)
 
 
-def _pool_batches(data: dict, tok: Tokenizer, batch_size: int):
-    ids, mask = tok.encode(data["captions"])                                     # (pool, L)
-    n = len(ids)
+def training_clips(size: int = 16, frames: int = 8, pool: int = 2000) -> dict:
+    """The scarce video-caption pairs: {"x": (pool, 3, T, S, S) uint8, "captions", "labels"} (train split, cached).
+
+    The same pool chapter 03 trains its video model on (seed 0, the first `pool` items).
+    """
+    return materialize_split("video_text", "train", pool, seed=0, world=WorldConfig(size=size, frames=frames),
+                             cache=True, verbose=False)
+
+
+def _pool_batches(data: dict, tok: Tokenizer, batch_size: int, clips: dict | None = None, clip_batch: int = 0):
+    """batch_fn(step, g) -> {"x", "ids", "mask", "labels"} (+ the same under "video" when clips are given)."""
+    def sampler(pool, n_batch):
+        ids, mask = tok.encode(pool["captions"])                                 # (pool, L)
+
+        def sample(g):
+            idx = torch.randint(0, len(ids), (n_batch,), generator=g)
+            return {"x": from_uint8(pool["x"][idx]), "ids": ids[idx], "mask": mask[idx],
+                    "labels": {k: v[idx] for k, v in pool["labels"].items()}}
+        return sample
+
+    images = sampler(data, batch_size)
+    videos = sampler(clips, clip_batch) if clips is not None and clip_batch > 0 else None
 
     def batch_fn(step, g):
-        idx = torch.randint(0, n, (batch_size,), generator=g)
-        return {"x": from_uint8(data["x"][idx]), "ids": ids[idx], "mask": mask[idx],
-                "labels": {k: v[idx] for k, v in data["labels"].items()}}
+        b = images(g)
+        if videos is not None:
+            b["video"] = videos(g)
+        return b
     return batch_fn
 
 
@@ -158,7 +186,8 @@ def build_tokenizer(recipe: ClipRecipe) -> Tokenizer:
 def build_clip(recipe: ClipRecipe, tok: Tokenizer) -> MiniCLIP:
     text = text_encoder_config(recipe.text, vocab_size=tok.vocab_size, max_len=tok.max_len, **recipe.text_overrides)
     image = ImageEncoderConfig(channels=tuple(recipe.image_channels), dim=text.dim)
-    return MiniCLIP(CLIPConfig(text=text, image=image, embed_dim=recipe.embed_dim))
+    video = VideoEncoderConfig(channels=tuple(recipe.video_channels), dim=text.dim) if recipe.video_pool else None
+    return MiniCLIP(CLIPConfig(text=text, image=image, video=video, embed_dim=recipe.embed_dim))
 
 
 def _run(model, loss_fn, batch_fn, recipe, path: Path, seed: int, progress: bool, desc: str,
@@ -173,12 +202,24 @@ def _run(model, loss_fn, batch_fn, recipe, path: Path, seed: int, progress: bool
     return train(model, loss_fn, batch_fn, cfg)
 
 
-def clip_loss_fn(multi_positive: bool = True):
-    """loss_fn(model, batch, generator) for train(): symmetric InfoNCE, plus the temperature as a metric."""
+VIDEO_KEYS = ("color", "shape", "size", "direction", "speed")   # what a video caption pins down
+
+
+def clip_loss_fn(multi_positive: bool = True, video_weight: float = 1.0):
+    """loss_fn(model, batch, generator) for train(): symmetric InfoNCE on the images, plus the same on the clips
+    when the batch has them (one text tower, one temperature); the temperature and both parts as metrics."""
     def loss_fn(net, batch, g):
         img, txt, scale = net(batch["x"], batch["ids"], batch["mask"])
         pos = attribute_match(batch["labels"]) if multi_positive else None
-        return clip_loss(img, txt, scale, pos), {"scale": scale.detach()}
+        loss = loss_img = clip_loss(img, txt, scale, pos)
+        metrics = {"scale": scale.detach()}
+        if "video" in batch:
+            v = batch["video"]
+            vpos = attribute_match(v["labels"], keys=VIDEO_KEYS) if multi_positive else None
+            loss_vid = clip_loss(net.encode_video(v["x"]), net.encode_text(v["ids"], v["mask"]), scale, vpos)
+            loss = loss_img + video_weight * loss_vid
+            metrics.update(loss_image=loss_img.detach(), loss_video=loss_vid.detach())
+        return loss, metrics
     return loss_fn
 
 
@@ -188,9 +229,11 @@ def train_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool 
     r = p.clip
     tok = build_tokenizer(r)
     data = training_pairs(r.size, r.pool)
+    clips = training_clips(r.size, r.video_frames, r.video_pool) if r.video_pool else None
     torch.manual_seed(seed)
     model = build_clip(r, tok)
-    state = _run(model, clip_loss_fn(r.multi_positive), _pool_batches(data, tok, r.batch_size), r,
+    state = _run(model, clip_loss_fn(r.multi_positive, r.video_weight),
+                 _pool_batches(data, tok, r.batch_size, clips, r.video_batch), r,
                  checkpoint_path("clip", p, seed), seed, progress, f"ch02 mini-CLIP ({p.name})", retrain)
     return tok, state.sampling_model.eval(), state
 
@@ -228,21 +271,27 @@ def _load_model(model: torch.nn.Module, path: Path) -> torch.nn.Module:
 
 @torch.no_grad()
 def clip_retrieval(clip: MiniCLIP, tok: Tokenizer, split: str = "val", n: int = 256, seed: int = 0,
-                   size: int = 16) -> dict:
-    """Top-1 retrieval on n fresh image-caption pairs of `split`.
+                   size: int = 16, kind: str = "image", frames: int = 8) -> dict:
+    """Top-1 retrieval on n fresh image-caption (kind="image") or clip-caption (kind="video_text") pairs of `split`.
 
-    A retrieved caption (image) counts as correct when its colour, shape and size equal the query's:
-    template captions have synonyms and a batch repeats attribute combinations, so the exact partner
-    is not identifiable. Also reports the chance level of that rule and the exact-partner accuracy.
-    Returns {"i2t", "t2i", "i2t_exact", "t2i_exact", "chance", "sim": (n, n)}.
+    A retrieved caption (image) counts as correct when the attributes its caption states equal the
+    query's (colour, shape, size; for clips also direction and speed): template captions have
+    synonyms and a batch repeats attribute combinations, so the exact partner is not identifiable.
+    Also reports the chance level of that rule, the exact-partner accuracy and, for clips,
+    "direction": how often the retrieved caption names the right direction of motion.
+    Returns {"i2t", "t2i", "i2t_exact", "t2i_exact", "chance", "sim": (n, n)} (+ "direction_i2t", "direction_t2i").
     """
-    b = sample_batch(n, kind="image", split=split, size=size, generator=make_generator(seed))
+    b = sample_batch(n, kind=kind, split=split, size=size, frames=frames, generator=make_generator(seed))
     ids, mask = tok.encode(b["captions"])
     sim = similarity(clip, b["x"], ids, mask)
-    match = attribute_match(b["labels"])
+    video = kind != "image"
+    match = attribute_match(b["labels"], keys=VIDEO_KEYS if video else ("color", "shape", "size"))
     out = retrieval_accuracy(sim, match)
     exact = retrieval_accuracy(sim, torch.eye(n, dtype=torch.bool))
     out.update(i2t_exact=exact["i2t"], t2i_exact=exact["t2i"], chance=match.float().mean().item(), sim=sim)
+    if video:
+        d = retrieval_accuracy(sim, attribute_match(b["labels"], keys=("direction",)))
+        out.update(direction_i2t=d["i2t"], direction_t2i=d["t2i"])
     return out
 
 
@@ -381,6 +430,7 @@ def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> 
 
 
 __all__ = ["ClipRecipe", "T2IRecipe", "Ch02Preset", "PRESETS", "get_preset", "checkpoint_path", "training_pairs",
+           "training_clips", "VIDEO_KEYS",
            "build_tokenizer", "build_clip", "clip_loss_fn", "train_clip", "load_text_encoder", "clip_retrieval",
            "combo_retrieval", "schedule_for", "build_unet", "t2i_loss_fn", "train_t2i", "sample_t2i",
            "heldout_prompts", "combo_name", "judge_names", "load_t2i", "cli_train"]

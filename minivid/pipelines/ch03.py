@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from minivid.data import WorldConfig, from_uint8, materialize_split
+from minivid.data import from_uint8
 from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
 from minivid.models.unet3d import UNet3D, unet3d_config
 from minivid.pipelines import pick_preset
@@ -123,10 +123,10 @@ def training_data(recipe: VideoRecipe, cond: TextConditioner) -> dict:
 
     {"video": {"x": (Nv, 3, T, S, S) uint8, "text": features}, "image": {"x": (Ni, 3, S, S) uint8, "text": ...}}
     """
-    world = WorldConfig(size=recipe.size, frames=recipe.frames)
-    vid = materialize_split("video_text", "train", recipe.video_pool, seed=0, world=world, verbose=False)
-    img = materialize_split("image", "train", recipe.image_pool, seed=0, world=WorldConfig(size=recipe.size),
-                            verbose=False)
+    from minivid.pipelines.ch02 import training_clips, training_pairs
+
+    vid = training_clips(recipe.size, recipe.frames, recipe.video_pool)  # the clips chapter 02's mini-CLIP saw
+    img = training_pairs(recipe.size, recipe.image_pool)
     return {"video": {"x": vid["x"], "text": encode_captions(cond, vid["captions"])},
             "image": {"x": img["x"], "text": encode_captions(cond, img["captions"]) if recipe.joint else None}}
 

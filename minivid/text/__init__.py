@@ -14,6 +14,8 @@ from minivid.text.clip import (
     ImageEncoder,
     ImageEncoderConfig,
     MiniCLIP,
+    VideoEncoder,
+    VideoEncoderConfig,
     attribute_match,
     clip_loss,
     retrieval_accuracy,
@@ -34,7 +36,7 @@ from minivid.text.tokenizer import (
 from minivid.text.xattn import CrossAttentionRecorder, cross_attention
 
 __all__ = [
-    "CLIPConfig", "ImageEncoder", "ImageEncoderConfig", "MiniCLIP", "attribute_match", "clip_loss",
+    "CLIPConfig", "ImageEncoder", "ImageEncoderConfig", "MiniCLIP", "VideoEncoder", "VideoEncoderConfig", "attribute_match", "clip_loss",
     "retrieval_accuracy", "similarity", "TextConditioner", "caption_dropout", "TEXT_ENCODER_PRESETS",
     "TextEncoder", "TextEncoderConfig", "text_encoder_config", "EOS", "PAD", "SPECIALS", "UNK",
     "PromptTruncatedWarning", "Tokenizer", "UnknownWordWarning", "normalize", "CrossAttentionRecorder",

@@ -12,6 +12,12 @@ calls them negatives, a target no encoder can meet. `clip_loss` therefore accept
 matrix: the target of row i is spread uniformly over every item that matches it (multi-positive
 InfoNCE, as in supervised contrastive learning, Khosla et al. 2020, arXiv:2004.11362). With
 `positives=None` it is exactly CLIP's loss.
+
+Image captions never say how things move, so a text encoder trained on them alone leaves the
+motion words ("left", "fast") untrained: "moving left" and "moving right" encode alike. An
+optional third tower, `VideoEncoder`, closes that gap the way video-text retrieval models do
+(VideoCLIP, Xu et al. 2021, arXiv:2109.14084): the small pool of captioned clips is a second
+contrastive task for the *same* text tower, with its own projection.
 """
 from __future__ import annotations
 
@@ -33,12 +39,33 @@ class ImageEncoderConfig:
 
 
 @dataclass
+class VideoEncoderConfig:
+    channels: tuple[int, ...] = (16, 32, 32)  # one 3x3x3 conv stage per entry; every stage after the first halves H, W
+    dim: int = 64                             # output width
+    groups: int = 8
+
+
+@dataclass
 class CLIPConfig:
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    video: VideoEncoderConfig | None = None   # None: image-text pairs only
     embed_dim: int = 64                       # joint space
     init_temperature: float = 0.07            # CLIP's init: logit_scale = log(1 / 0.07)
     max_logit_scale: float = 100.0            # CLIP clips exp(logit_scale) at 100
+
+
+def conv_stages(conv, channels, groups: int, down) -> nn.Sequential:
+    """RGB in, one stage per entry of `channels`: conv(stride) - GroupNorm - SiLU - conv - SiLU.
+
+    The first stage keeps the resolution; every later one strides by `down` (2, or (1, 2, 2) for clips).
+    """
+    layers, cin = [], 3
+    for i, c in enumerate(channels):
+        layers += [conv(cin, c, 3, stride=1 if i == 0 else down, padding=1), nn.GroupNorm(min(groups, c), c),
+                   nn.SiLU(), conv(c, c, 3, padding=1), nn.SiLU()]
+        cin = c
+    return nn.Sequential(*layers)
 
 
 class ImageEncoder(nn.Module):
@@ -51,13 +78,8 @@ class ImageEncoder(nn.Module):
     def __init__(self, cfg: ImageEncoderConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or ImageEncoderConfig()
-        layers, cin = [], 3
-        for i, c in enumerate(cfg.channels):
-            layers += [nn.Conv2d(cin, c, 3, stride=1 if i == 0 else 2, padding=1), nn.GroupNorm(min(cfg.groups, c), c),
-                       nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU()]
-            cin = c
-        self.convs = nn.Sequential(*layers)
-        self.head = nn.Linear(cin, cfg.dim)
+        self.convs = conv_stages(nn.Conv2d, cfg.channels, cfg.groups, down=2)
+        self.head = nn.Linear(cfg.channels[-1], cfg.dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, H, W) -> (B, dim)."""
@@ -66,8 +88,29 @@ class ImageEncoder(nn.Module):
         return self.head(self.convs(x).mean((2, 3)))
 
 
+class VideoEncoder(nn.Module):
+    """A small 3-D CNN: (B, 3, T, H, W) in [-1, 1] -> (B, dim). 3x3x3 conv stages, global mean pool, linear.
+
+    Each 3x3x3 kernel sees three frames, so it can respond to an edge *moving one way*
+    (a motion-energy filter); mean pooling over time and space keeps which way things move and
+    how fast while dropping where, which is what a caption says.
+    """
+
+    def __init__(self, cfg: VideoEncoderConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or VideoEncoderConfig()
+        self.convs = conv_stages(nn.Conv3d, cfg.channels, cfg.groups, down=(1, 2, 2))   # time keeps its length
+        self.head = nn.Linear(cfg.channels[-1], cfg.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, T, H, W) -> (B, dim)."""
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"x must be clips (B, 3, T, H, W), got {tuple(x.shape)}")
+        return self.head(self.convs(x).mean((2, 3, 4)))
+
+
 class MiniCLIP(nn.Module):
-    """Text tower + image tower + linear projections into a joint space + a learned temperature."""
+    """Text tower + image tower (+ optional video tower) + linear projections into a joint space + a temperature."""
 
     def __init__(self, cfg: CLIPConfig | None = None):
         super().__init__()
@@ -77,6 +120,9 @@ class MiniCLIP(nn.Module):
         self.text_proj = nn.Linear(cfg.text.dim, cfg.embed_dim, bias=False)
         self.image_proj = nn.Linear(cfg.image.dim, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        if cfg.video is not None:
+            self.video = VideoEncoder(cfg.video)
+            self.video_proj = nn.Linear(cfg.video.dim, cfg.embed_dim, bias=False)
 
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """ids, mask: (B, L) -> unnormalised joint-space text embeddings (B, E)."""
@@ -85,6 +131,12 @@ class MiniCLIP(nn.Module):
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, H, W) -> unnormalised joint-space image embeddings (B, E)."""
         return self.image_proj(self.image(x))
+
+    def encode_video(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, T, H, W) -> unnormalised joint-space clip embeddings (B, E)."""
+        if self.cfg.video is None:
+            raise ValueError("this MiniCLIP has no video tower (build it with CLIPConfig(video=VideoEncoderConfig()))")
+        return self.video_proj(self.video(x))
 
     def scale(self) -> torch.Tensor:
         """exp(logit_scale), clipped at max_logit_scale (a scalar tensor)."""
@@ -143,10 +195,10 @@ def attribute_match(labels_a: dict, labels_b: dict | None = None, keys=("color",
 
 @torch.no_grad()
 def similarity(clip: MiniCLIP, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of every image with every caption: x (B, 3, H, W), ids/mask (N, L) -> (B, N)."""
-    img = F.normalize(clip.encode_image(x), dim=-1)
+    """Cosine similarity of every image (B, 3, H, W) or clip (B, 3, T, H, W) with every caption (N, L) -> (B, N)."""
+    vis = F.normalize(clip.encode_video(x) if x.dim() == 5 else clip.encode_image(x), dim=-1)
     txt = F.normalize(clip.encode_text(ids, mask), dim=-1)
-    return img @ txt.T
+    return vis @ txt.T
 
 
 def retrieval_accuracy(sim: torch.Tensor, match: torch.Tensor) -> dict:
@@ -163,5 +215,5 @@ def retrieval_accuracy(sim: torch.Tensor, match: torch.Tensor) -> dict:
     return {"i2t": i2t, "t2i": t2i}
 
 
-__all__ = ["ImageEncoderConfig", "CLIPConfig", "ImageEncoder", "MiniCLIP", "clip_loss", "attribute_match",
+__all__ = ["ImageEncoderConfig", "VideoEncoderConfig", "CLIPConfig", "ImageEncoder", "VideoEncoder", "MiniCLIP", "clip_loss", "attribute_match",
            "similarity", "retrieval_accuracy"]
