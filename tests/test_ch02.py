@@ -82,7 +82,8 @@ def test_bench_smoke_reports_the_targets():
     rec = run_bench("ch02", "smoke")
     f, t = rec["figures"], rec["tables"]
     for k in ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "best_scale", "retrieval_val_i2t",
-              "retrieval_heldout_t2i", "retrieval_combos_i2t", "clip_train_s", "unet_train_s", "unet_steps_per_s"):
+              "retrieval_heldout_t2i", "retrieval_combos_i2t", "retrieval_clips_heldout_direction_i2t",
+              "pooled_cos_left_right", "clip_train_s", "unet_train_s", "unet_steps_per_s"):
         assert k in f, k
     p = ch02.get_preset("smoke")
     assert [r["scale"] for r in t["guidance_sweep"]] == list(p.guidance_scales)
@@ -91,3 +92,5 @@ def test_bench_smoke_reports_the_targets():
     arms = [(r["pooled_vector"], r["scale"]) for r in t["pooled_ablation"]]
     assert arms == [(True, 1.0), (True, 3.0), (False, 1.0), (False, 3.0)]
     assert {r["pairs"].split()[0] for r in t["retrieval"]} == {"val", "heldout", "36"}
+    assert sum("clips" in r["pairs"] for r in t["retrieval"]) == 4                   # val/heldout x 2 rules
+    assert -1.0 <= f["pooled_cos_left_right"] <= 1.0

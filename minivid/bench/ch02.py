@@ -127,6 +127,18 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
                           "i2t": r["i2t"], "t2i": r["t2i"], "chance": r["chance"]})
         retrieval.append({"pairs": f"{split} ({p.retrieval_batch})", "rule": "exact partner",
                           "i2t": r["i2t_exact"], "t2i": r["t2i_exact"], "chance": 1 / p.retrieval_batch})
+    if p.clip.video_pool:                                         # the clip tower: do the motion words work?
+        for split in ("val", "heldout"):
+            r = ch02.clip_retrieval(clip, tok, split, p.retrieval_batch, seed=seed, size=p.clip.size,
+                                    kind="video_text", frames=p.clip.video_frames)
+            figs[f"retrieval_clips_{split}_i2t"], figs[f"retrieval_clips_{split}_t2i"] = r["i2t"], r["t2i"]
+            figs[f"retrieval_clips_{split}_direction_i2t"] = r["direction_i2t"]
+            retrieval.append({"pairs": f"{split} clips ({p.retrieval_batch})", "rule": "same caption attributes",
+                              "i2t": r["i2t"], "t2i": r["t2i"], "chance": r["chance"]})
+            retrieval.append({"pairs": f"{split} clips ({p.retrieval_batch})", "rule": "same direction",
+                              "i2t": r["direction_i2t"], "t2i": r["direction_t2i"], "chance": r["direction_chance"]})
+        figs["pooled_cos_left_right"] = ch02.pooled_cosine(clip, tok, "a big red circle moving to the left",
+                                                           "a big red circle moving to the right")
     c = ch02.combo_retrieval(clip, tok, seed=seed, size=p.clip.size)
     figs["retrieval_combos_i2t"], figs["retrieval_combos_t2i"] = c["i2t"], c["t2i"]
     retrieval.append({"pairs": "36 combos, 1 each", "rule": "exact partner", "i2t": c["i2t"], "t2i": c["t2i"],

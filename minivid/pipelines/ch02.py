@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from minivid.data import COLORS, SHAPES, SIZES, WorldConfig, from_uint8, materialize_split, sample_batch
 from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
@@ -270,6 +271,14 @@ def _load_model(model: torch.nn.Module, path: Path) -> torch.nn.Module:
 
 
 @torch.no_grad()
+def pooled_cosine(clip: MiniCLIP, tok: Tokenizer, a: str, b: str) -> float:
+    """Cosine similarity of two prompts' pooled text features (what the U-Nets' timestep path receives)."""
+    ids, mask = tok.encode([a, b])
+    _, pooled = clip.text(ids, mask)
+    return F.cosine_similarity(pooled[0], pooled[1], dim=0).item()
+
+
+@torch.no_grad()
 def clip_retrieval(clip: MiniCLIP, tok: Tokenizer, split: str = "val", n: int = 256, seed: int = 0,
                    size: int = 16, kind: str = "image", frames: int = 8) -> dict:
     """Top-1 retrieval on n fresh image-caption (kind="image") or clip-caption (kind="video_text") pairs of `split`.
@@ -279,7 +288,8 @@ def clip_retrieval(clip: MiniCLIP, tok: Tokenizer, split: str = "val", n: int = 
     synonyms and a batch repeats attribute combinations, so the exact partner is not identifiable.
     Also reports the chance level of that rule, the exact-partner accuracy and, for clips,
     "direction": how often the retrieved caption names the right direction of motion.
-    Returns {"i2t", "t2i", "i2t_exact", "t2i_exact", "chance", "sim": (n, n)} (+ "direction_i2t", "direction_t2i").
+    Returns {"i2t", "t2i", "i2t_exact", "t2i_exact", "chance", "sim": (n, n)}
+    (+ "direction_i2t", "direction_t2i", "direction_chance" for clips).
     """
     b = sample_batch(n, kind=kind, split=split, size=size, frames=frames, generator=make_generator(seed))
     ids, mask = tok.encode(b["captions"])
@@ -290,8 +300,9 @@ def clip_retrieval(clip: MiniCLIP, tok: Tokenizer, split: str = "val", n: int = 
     exact = retrieval_accuracy(sim, torch.eye(n, dtype=torch.bool))
     out.update(i2t_exact=exact["i2t"], t2i_exact=exact["t2i"], chance=match.float().mean().item(), sim=sim)
     if video:
-        d = retrieval_accuracy(sim, attribute_match(b["labels"], keys=("direction",)))
-        out.update(direction_i2t=d["i2t"], direction_t2i=d["t2i"])
+        same_dir = attribute_match(b["labels"], keys=("direction",))
+        d = retrieval_accuracy(sim, same_dir)
+        out.update(direction_i2t=d["i2t"], direction_t2i=d["t2i"], direction_chance=same_dir.float().mean().item())
     return out
 
 
@@ -432,5 +443,5 @@ def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> 
 __all__ = ["ClipRecipe", "T2IRecipe", "Ch02Preset", "PRESETS", "get_preset", "checkpoint_path", "training_pairs",
            "training_clips", "VIDEO_KEYS",
            "build_tokenizer", "build_clip", "clip_loss_fn", "train_clip", "load_text_encoder", "clip_retrieval",
-           "combo_retrieval", "schedule_for", "build_unet", "t2i_loss_fn", "train_t2i", "sample_t2i",
+           "combo_retrieval", "pooled_cosine", "schedule_for", "build_unet", "t2i_loss_fn", "train_t2i", "sample_t2i",
            "heldout_prompts", "combo_name", "judge_names", "load_t2i", "cli_train"]
