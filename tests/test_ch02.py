@@ -48,6 +48,25 @@ def test_load_text_encoder_trains_once_then_loads_the_cache():
     assert tokens.shape == (2, tok.max_len, enc.cfg.dim) and pooled.shape == (2, enc.cfg.dim)
 
 
+def test_time_reversed_clips_move_the_other_way_and_say_so():
+    from minivid.data import DIRECTIONS, from_uint8, parse_caption
+    from minivid.eval import Judge
+
+    clips = ch02.training_clips(16, 4, 64)
+    rev = ch02.time_reversed(clips)
+    assert torch.equal(rev["x"][:, :, 0], clips["x"][:, :, -1]) and torch.equal(rev["x"].flip(2), clips["x"])
+    flip = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    for i in range(64):
+        want = DIRECTIONS.index(flip[DIRECTIONS[int(clips["labels"]["direction"][i])]])
+        assert int(rev["labels"]["direction"][i]) == want
+        lab = parse_caption(rev["captions"][i])
+        assert lab["direction"] == want
+        assert all(lab[k] == int(clips["labels"][k][i]) for k in ("color", "shape", "size", "speed"))
+    judged = Judge().predict(from_uint8(rev["x"]))                                   # the judge agrees
+    assert (judged["direction"] == rev["labels"]["direction"]).float().mean() >= 0.95
+    assert ch02.time_reversed(clips)["captions"] == rev["captions"]                  # seeded
+
+
 def test_clip_learns_from_clips_too_and_retrieves_them():
     """The smoke mini-CLIP trains a video tower on the clip pool next to the image tower (one text tower)."""
     tok, clip, state = ch02.train_clip("smoke", progress=False)

@@ -231,6 +231,8 @@ def test_video_tower_shapes_and_bad_input():
     assert_close(sim, ref.detach(), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match=r"clips \(B, 3, T, H, W\)"):
         clip.video(b["x"][:, :, 0])
+    with pytest.raises(ValueError, match=r"clips \(B, 3, T, H, W\)"):
+        clip.encode_video(b["x"][:, :, 0])
     image_only = MiniCLIP(CLIPConfig(text=clip.cfg.text, image=clip.cfg.image, embed_dim=16))
     assert not hasattr(image_only, "video")
     with pytest.raises(ValueError, match="no video tower"):
@@ -245,3 +247,16 @@ def test_video_tower_sees_the_direction_of_motion():
     fwd, rev = enc(b["x"]), enc(b["x"].flip(2))
     assert (fwd - rev).abs().max() > 1e-3
     assert_close(enc(b["x"][:2]), fwd[:2], atol=1e-5, rtol=0)                # items are independent
+
+
+def test_a_still_clip_embeds_like_its_frame_plus_motion():
+    """Clip embedding = image tower averaged over frames (appearance) + the 3-D CNN (motion)."""
+    torch.manual_seed(0)
+    tok, clip = _video_clip()
+    img = sample_batch(3, generator=torch.Generator().manual_seed(2))["x"]           # (3, 3, 16, 16)
+    still = img[:, :, None].expand(3, 3, 4, 16, 16)
+    with torch.no_grad():
+        got = clip.encode_video(still) - clip.video_proj(clip.video(still))
+        assert_close(got, clip.encode_image(img), atol=1e-5, rtol=0)
+        clip.video_proj.weight.zero_()                                               # no motion part left
+        assert_close(clip.encode_video(still), clip.encode_image(img), atol=1e-5, rtol=0)

@@ -27,7 +27,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minivid.data import COLORS, SHAPES, SIZES, WorldConfig, from_uint8, materialize_split, sample_batch
+from minivid.data import (
+    COLORS,
+    DIRECTIONS,
+    SHAPES,
+    SIZES,
+    WorldConfig,
+    caption,
+    from_uint8,
+    materialize_split,
+    sample_batch,
+)
 from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
 from minivid.models import UNet2D, unet2d_config
 from minivid.pipelines import pick_preset
@@ -67,6 +77,7 @@ class ClipRecipe:
     # The motion words: a second contrastive task on the scarce video-text pairs (chapter 03's pool).
     video_pool: int = 2000           # captioned clips (0 = image-text pairs only)
     video_batch: int = 32            # clips per step, next to batch_size images
+    time_reversal: bool = True       # half of those clips are the other half played backwards (hard negatives)
     video_frames: int = 8
     video_channels: tuple[int, ...] = (16, 32, 32)
     video_weight: float = 1.0        # loss = image InfoNCE + video_weight * video InfoNCE
@@ -156,24 +167,50 @@ def training_clips(size: int = 16, frames: int = 8, pool: int = 2000) -> dict:
                              cache=True, verbose=False)
 
 
-def _pool_batches(data: dict, tok: Tokenizer, batch_size: int, clips: dict | None = None, clip_batch: int = 0):
-    """batch_fn(step, g) -> {"x", "ids", "mask", "labels"} (+ the same under "video" when clips are given)."""
-    def sampler(pool, n_batch):
+REVERSED_DIRECTION = torch.tensor([DIRECTIONS.index(d) for d in ("right", "left", "down", "up")])
+
+
+def time_reversed(clips: dict, seed: int = 0) -> dict:
+    """The clips played backwards, captioned afresh: same object and speed, the opposite direction.
+
+    Motion in Shapes World is uniform, so a reversed clip is a valid clip of the opposite direction.
+    Paired with its original in one batch it is the hardest negative there is: the same appearance,
+    only the direction words differ. {"x": (N, 3, T, S, S), "captions", "labels"} like the input.
+    """
+    labels = dict(clips["labels"])
+    labels["direction"] = REVERSED_DIRECTION[labels["direction"]]
+    g = make_generator(seed)
+    choices = torch.randint(0, 1 << 16, (len(clips["captions"]), 6), generator=g).tolist()
+    captions = [caption({k: int(v[i]) for k, v in labels.items()}, choices[i]) for i in range(len(choices))]
+    return {"x": clips["x"].flip(2), "captions": captions, "labels": labels}
+
+
+def _pool_batches(data: dict, tok: Tokenizer, batch_size: int, clips: dict | None = None, clip_batch: int = 0,
+                  reverse: bool = True):
+    """batch_fn(step, g) -> {"x", "ids", "mask", "labels"} (+ the same under "video" when clips are given).
+
+    With `reverse`, the clips are clip_batch // 2 clips and the same clips played backwards (`time_reversed`).
+    """
+    def encoded(pool):
         ids, mask = tok.encode(pool["captions"])                                 # (pool, L)
+        return pool["x"], ids, mask, pool["labels"]
 
-        def sample(g):
-            idx = torch.randint(0, len(ids), (n_batch,), generator=g)
-            return {"x": from_uint8(pool["x"][idx]), "ids": ids[idx], "mask": mask[idx],
-                    "labels": {k: v[idx] for k, v in pool["labels"].items()}}
-        return sample
+    def take(idx, pools):
+        parts = [(x[idx], ids[idx], mask[idx], {k: v[idx] for k, v in lab.items()}) for x, ids, mask, lab in pools]
+        return {"x": from_uint8(torch.cat([p[0] for p in parts])), "ids": torch.cat([p[1] for p in parts]),
+                "mask": torch.cat([p[2] for p in parts]),
+                "labels": {k: torch.cat([p[3][k] for p in parts]) for k in parts[0][3]}}
 
-    images = sampler(data, batch_size)
-    videos = sampler(clips, clip_batch) if clips is not None and clip_batch > 0 else None
+    images = [encoded(data)]
+    videos = None
+    if clips is not None and clip_batch > 0:
+        videos = [encoded(clips), encoded(time_reversed(clips))] if reverse else [encoded(clips)]
 
     def batch_fn(step, g):
-        b = images(g)
+        b = take(torch.randint(0, len(images[0][1]), (batch_size,), generator=g), images)
         if videos is not None:
-            b["video"] = videos(g)
+            n = max(clip_batch // len(videos), 1)
+            b["video"] = take(torch.randint(0, len(videos[0][1]), (n,), generator=g), videos)
         return b
     return batch_fn
 
@@ -234,7 +271,7 @@ def train_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool 
     torch.manual_seed(seed)
     model = build_clip(r, tok)
     state = _run(model, clip_loss_fn(r.multi_positive, r.video_weight),
-                 _pool_batches(data, tok, r.batch_size, clips, r.video_batch), r,
+                 _pool_batches(data, tok, r.batch_size, clips, r.video_batch, r.time_reversal), r,
                  checkpoint_path("clip", p, seed), seed, progress, f"ch02 mini-CLIP ({p.name})", retrain)
     return tok, state.sampling_model.eval(), state
 
@@ -441,7 +478,7 @@ def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> 
 
 
 __all__ = ["ClipRecipe", "T2IRecipe", "Ch02Preset", "PRESETS", "get_preset", "checkpoint_path", "training_pairs",
-           "training_clips", "VIDEO_KEYS",
+           "training_clips", "time_reversed", "VIDEO_KEYS",
            "build_tokenizer", "build_clip", "clip_loss_fn", "train_clip", "load_text_encoder", "clip_retrieval",
            "combo_retrieval", "pooled_cosine", "schedule_for", "build_unet", "t2i_loss_fn", "train_t2i", "sample_t2i",
            "heldout_prompts", "combo_name", "judge_names", "load_t2i", "cli_train"]

@@ -15,9 +15,13 @@ InfoNCE, as in supervised contrastive learning, Khosla et al. 2020, arXiv:2004.1
 
 Image captions never say how things move, so a text encoder trained on them alone leaves the
 motion words ("left", "fast") untrained: "moving left" and "moving right" encode alike. An
-optional third tower, `VideoEncoder`, closes that gap the way video-text retrieval models do
-(VideoCLIP, Xu et al. 2021, arXiv:2109.14084): the small pool of captioned clips is a second
-contrastive task for the *same* text tower, with its own projection.
+optional clip tower closes that gap the way video-text retrieval models do (VideoCLIP, Xu et al.
+2021, arXiv:2109.14084): the small pool of captioned clips is a second contrastive task for the
+*same* text tower. A clip's embedding is the sum of two parts: appearance, the image tower's
+features averaged over frames (CLIP4Clip's mean pooling, Luo et al. 2021, arXiv:2104.08860),
+and motion, a small 3-D CNN (`VideoEncoder`). Sharing the image tower matters: with a separate
+clip CNN, which reads shapes poorly at this size, the text tower learned to encode video
+captions mostly by colour and motion and lost the shape words for them.
 """
 from __future__ import annotations
 
@@ -89,7 +93,9 @@ class ImageEncoder(nn.Module):
 
 
 class VideoEncoder(nn.Module):
-    """A small 3-D CNN: (B, 3, T, H, W) in [-1, 1] -> (B, dim). 3x3x3 conv stages, global mean pool, linear.
+    """The motion part of a clip's embedding, a small 3-D CNN: (B, 3, T, H, W) in [-1, 1] -> (B, dim).
+
+    3x3x3 conv stages, global mean pool, linear. (Appearance comes from the image tower, see MiniCLIP.)
 
     Each 3x3x3 kernel sees three frames, so it can respond to an edge *moving one way*
     (a motion-energy filter); mean pooling over time and space keeps which way things move and
@@ -110,7 +116,7 @@ class VideoEncoder(nn.Module):
 
 
 class MiniCLIP(nn.Module):
-    """Text tower + image tower (+ optional video tower) + linear projections into a joint space + a temperature."""
+    """Text tower + image tower (+ optional motion tower for clips) + projections into a joint space + a temperature."""
 
     def __init__(self, cfg: CLIPConfig | None = None):
         super().__init__()
@@ -133,10 +139,18 @@ class MiniCLIP(nn.Module):
         return self.image_proj(self.image(x))
 
     def encode_video(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, 3, T, H, W) -> unnormalised joint-space clip embeddings (B, E)."""
+        """x: (B, 3, T, H, W) -> unnormalised joint-space clip embeddings (B, E).
+
+        appearance (the image tower on every frame, averaged over time) + motion (the 3-D CNN).
+        """
         if self.cfg.video is None:
             raise ValueError("this MiniCLIP has no video tower (build it with CLIPConfig(video=VideoEncoderConfig()))")
-        return self.video_proj(self.video(x))
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"x must be clips (B, 3, T, H, W), got {tuple(x.shape)}")
+        B, _, T, H, W = x.shape
+        frames = x.transpose(1, 2).reshape(B * T, 3, H, W)
+        appearance = self.image(frames).view(B, T, -1).mean(1)                          # (B, image dim)
+        return self.image_proj(appearance) + self.video_proj(self.video(x))
 
     def scale(self) -> torch.Tensor:
         """exp(logit_scale), clipped at max_logit_scale (a scalar tensor)."""
