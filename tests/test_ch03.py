@@ -1,5 +1,6 @@
 """Chapter 03 recipes: joint image-video batches, caption dropout, the cached model and the CLI hooks (smoke size)."""
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ def _tiny_data(recipe, n_vid=6, n_img=20, L=5, D=4):
         return {"context": torch.randn(n, L, D, generator=g), "context_mask": torch.ones(n, L, dtype=torch.bool),
                 "pooled": torch.randn(n, D, generator=g)}
     return {"video": {"x": torch.randint(0, 256, (n_vid, 3, T, S, S), dtype=torch.uint8, generator=g),
-                      "text": text(n_vid)},
+                      "text": text(n_vid), "text_reversed": text(n_vid)},
             "image": {"x": torch.randint(0, 256, (n_img, 3, S, S), dtype=torch.uint8, generator=g),
                       "text": text(n_img)}}
 
@@ -35,6 +36,25 @@ def test_joint_batch_layout_clips_then_image_items():
         assert hits and any(torch.equal(data["image"]["text"]["context"][i], ctx) for i in hits)
     video_only = ch03.make_batch_fn(ch03.VideoRecipe(frames=3, size=8, batch_size=5, joint=False), data)
     assert not video_only(0, torch.Generator().manual_seed(1))["image"].any()
+
+
+def test_clips_played_backwards_carry_the_reversed_captions():
+    r = ch03.VideoRecipe(frames=3, size=8, batch_size=8, image_items=0, time_reversal=0.5)
+    data = _tiny_data(r)
+    b = ch03.make_batch_fn(r, data)(0, torch.Generator().manual_seed(3))
+    clips = data["video"]["x"]
+    back = 0
+    for x, ctx in zip(((b["x"] + 1) * 127.5).round().to(torch.uint8), b["context"][:, 0]):
+        fwd = [i for i in range(len(clips)) if torch.equal(clips[i], x)]
+        rev = [i for i in range(len(clips)) if torch.equal(clips[i].flip(1), x)]
+        assert bool(fwd) != bool(rev)                                    # random clips: never palindromes
+        i, key = (fwd[0], "text") if fwd else (rev[0], "text_reversed")
+        assert torch.equal(ctx, data["video"][key]["context"][i])
+        back += bool(rev)
+    assert 0 < back < 8
+    plain = ch03.make_batch_fn(replace(r, time_reversal=0.0), {**data, "video": {**data["video"], "text_reversed": None}})
+    x = ((plain(0, torch.Generator().manual_seed(3))["x"] + 1) * 127.5).round().to(torch.uint8)
+    assert all(any(torch.equal(c, xi) for c in clips) for xi in x)
 
 
 def test_caption_dropout_swaps_whole_items_for_the_null_caption():

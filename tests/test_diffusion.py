@@ -105,6 +105,26 @@ def test_gather_any_rank():
         assert_close(g.flatten(), s.alpha_bars[t].float(), atol=0, rtol=0)
 
 
+def test_per_frame_noise_levels_for_video():
+    """t of shape (B, T) noises each frame of a clip at its own level: the same as noising frame by frame."""
+    s = make_schedule("cosine", 50)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 3, 4, 5, 5, generator=g), torch.randn(2, 3, 4, 5, 5, generator=g)
+    t = torch.tensor([[0, 10, 30, 49], [7, 7, 7, 7]])
+    assert gather(s.alpha_bars, t, x0).shape == (2, 1, 4, 1, 1)
+    xt, v = q_sample(x0, t, noise, s), training_target("v", x0, noise, t, s)
+    for b in range(2):
+        for f in range(4):
+            one = (x0[b:b + 1, :, f], t[b, f:f + 1], noise[b:b + 1, :, f])
+            assert_close(xt[b:b + 1, :, f], q_sample(one[0], one[1], one[2], s), atol=1e-6, rtol=0)
+            assert_close(v[b:b + 1, :, f], training_target("v", one[0], one[2], one[1], s), atol=1e-6, rtol=0)
+    assert_close(xt[1:], q_sample(x0, torch.tensor([7, 7]), noise, s)[1:], atol=0, rtol=0)   # equal levels = (B,)
+    with pytest.raises(ValueError, match=r"\(B, T\) for video"):
+        gather(s.alpha_bars, t, torch.zeros(2, 3, 5, 5, 5))                       # T = 5 frames, t has 4
+    with pytest.raises(ValueError, match=r"\(B, T\) for video"):
+        gather(s.alpha_bars, t, torch.zeros(2, 3, 5, 5))                          # images: (B,) only
+
+
 # ----------------------------------------------------------------------------- forward process
 
 @pytest.mark.exercise("1.1")

@@ -150,8 +150,29 @@ def test_mixed_batch_items_are_independent_and_per_frame_context():
     assert (m(x, t, context=torch.randn(3, 6, 8), context_mask=cmask, image=image) - y).abs().max() > 1e-4
 
 
+def test_frame_embedding_zero_init_and_image_items_stay_unordered():
+    """Absolute frame positions: absent at init; image items never receive them (their frames permute freely)."""
+    fresh = _tiny(context_dim=8, frame_embedding=True).double().eval()
+    plain = UNet3D(unet3d_config("unet3d-tiny", context_dim=8)).double().eval()
+    missing = plain.load_state_dict(fresh.state_dict(), strict=False)
+    assert missing.missing_keys == [] and sorted(missing.unexpected_keys) == ["frame_proj.bias", "frame_proj.weight"]
+    x, t = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.tensor([10, 600])
+    assert_close(fresh(x, t), plain(x, t), atol=1e-12, rtol=0, name="zero-init frame embedding")
+    m = _randomize(_tiny(context_dim=8, frame_embedding=True, temporal_attn_levels=(0, 1))).double().eval()
+    ctx, perm = torch.randn(2, 4, 5, 8, dtype=torch.float64), torch.tensor([2, 0, 3, 1])
+    image = torch.tensor([True, False])
+    y = m(x, t, context=ctx, image=image)
+    yp = m(x[:, :, perm], t, context=ctx[:, perm], image=image)
+    assert_close(yp[0], y[0][:, perm], atol=1e-12, rtol=0, name="image item: frames permute with their input")
+    still = x[1:, :, :1].expand(1, 3, 4, 8, 8)
+    on = m(still, t[1:], image=torch.tensor([False]))
+    m.frame_proj.weight.data.zero_(), m.frame_proj.bias.data.zero_()
+    off = m(still, t[1:], image=torch.tensor([False]))
+    assert (on - off)[:, :, 1:-1].abs().max() > 1e-4, "a clip's inner frames must learn where they are"
+
+
 def test_gradients_reach_every_parameter():
-    m = _randomize(_tiny(context_dim=8, pooled_dim=6))
+    m = _randomize(_tiny(context_dim=8, pooled_dim=6, frame_embedding=True))
     out = m(torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 500]), context=torch.randn(2, 5, 8),
             pooled=torch.randn(2, 6), image=torch.tensor([False, True]))
     out.square().mean().backward()

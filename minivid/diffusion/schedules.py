@@ -127,11 +127,14 @@ def gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.T
     """values[t] shaped to broadcast against `like`: (B,) -> (B, 1, 1, ...) in like's dtype/device.
 
     values: (T,) table; t: (B,) long with B == like.shape[0]; like: (B, ...) of any rank
-    (2-D points, (B, C, H, W) images, (B, C, T, H, W) video).
+    (2-D points, (B, C, H, W) images, (B, C, T, H, W) video). For video t may also be (B, T),
+    one level per frame (-> (B, 1, T, 1, 1)).
     """
     t = _check_t(t, like, values.numel())
-    out = values.to(like.device)[t.to(like.device)]
-    return out.to(like.dtype).reshape(t.shape[0], *([1] * (like.dim() - 1)))
+    out = values.to(like.device)[t.to(like.device)].to(like.dtype)
+    if t.dim() == 2:                                              # one noise level per frame of a clip
+        return out.reshape(t.shape[0], 1, t.shape[1], 1, 1)
+    return out.reshape(t.shape[0], *([1] * (like.dim() - 1)))
 
 
 def _check_t(t, like: torch.Tensor, T: int) -> torch.Tensor:
@@ -139,8 +142,10 @@ def _check_t(t, like: torch.Tensor, T: int) -> torch.Tensor:
         t = torch.as_tensor(t)
     if t.dim() == 0:
         t = t.expand(like.shape[0])
-    if t.dim() != 1 or t.shape[0] != like.shape[0]:
-        raise ValueError(f"t must be a (B,) tensor with B = {like.shape[0]} (the batch of x), got shape {tuple(t.shape)}")
+    per_frame = t.dim() == 2 and like.dim() == 5 and tuple(t.shape) == (like.shape[0], like.shape[2])
+    if not per_frame and (t.dim() != 1 or t.shape[0] != like.shape[0]):
+        raise ValueError(f"t must be a (B,) tensor with B = {like.shape[0]} (the batch of x), or (B, T) for video "
+                         f"(B, C, T, H, W), got shape {tuple(t.shape)}")
     if t.dtype.is_floating_point:
         raise ValueError(f"t must hold integer timesteps (torch.long), got dtype {t.dtype}")
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= T):

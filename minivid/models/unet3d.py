@@ -52,6 +52,7 @@ class UNet3DConfig:
     rel_pos_max_distance: int = 32
     context_dim: int | None = None                  # text token width -> cross-attention
     pooled_dim: int | None = None                   # pooled text vector -> added to the time embedding
+    frame_embedding: bool = False                   # add each clip frame's index to its time embedding (zero init)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -207,6 +208,8 @@ class UNet3D(nn.Module):
         ch0, E = cfg.channels, 4 * cfg.channels
         self.time_mlp = nn.Sequential(nn.Linear(ch0, E), nn.SiLU(), nn.Linear(E, E))
         self.pooled_proj = nn.Linear(cfg.pooled_dim, E) if cfg.pooled_dim else None
+        # absolute frame position: zero-init, so a fresh model is as if it were absent
+        self.frame_proj = zero_module(nn.Linear(ch0, E)) if cfg.frame_embedding else None
         self.stem = nn.Conv2d(cfg.in_channels, ch0, 3, padding=1)
 
         def unit(name, lv, cin, cout, with_attn=True):
@@ -287,6 +290,12 @@ class UNet3D(nn.Module):
             if self.pooled_proj is None:
                 raise ValueError("pooled given but the config has pooled_dim=None")
             emb = emb + self.pooled_proj(pooled)
+        if self.frame_proj is not None:              # clips only: an image item's frames have no order
+            idx = torch.arange(T, device=x.device).repeat(B)                   # (B*T,)
+            fe = self.frame_proj(timestep_embedding(idx, cfg.channels).to(x.dtype))
+            if image is not None:
+                fe = fe * (~image).repeat_interleave(T).to(fe.dtype)[:, None]
+            emb = emb + fe
         kw = dict(emb=emb, context=context, context_mask=context_mask, num_frames=T, image=image)
 
         h = self.stem(fold_frames(x))                                         # (B*T, ch0, H, W)

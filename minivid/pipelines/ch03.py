@@ -52,6 +52,7 @@ class VideoRecipe:
     warmup_steps: int = 100
     ema_decay: float = 0.995
     video_pool: int = 2000             # the scarce video-text pairs (fixed, cached)
+    time_reversal: float = 0.5         # chance a clip is played backwards, with its caption's direction flipped
     image_pool: int = 20000            # the plentiful image-text pairs (chapter 02's pool)
 
 
@@ -121,13 +122,15 @@ def encode_captions(cond: TextConditioner, captions: list[str], batch: int = 204
 def training_data(recipe: VideoRecipe, cond: TextConditioner) -> dict:
     """The two pools with their (precomputed, frozen) text features.
 
-    {"video": {"x": (Nv, 3, T, S, S) uint8, "text": features}, "image": {"x": (Ni, 3, S, S) uint8, "text": ...}}
+    {"video": {"x": (Nv, 3, T, S, S) uint8, "text": features, "text_reversed": features of the captions of the
+    clips played backwards (`ch02.time_reversed`) or None}, "image": {"x": (Ni, 3, S, S) uint8, "text": ...}}
     """
-    from minivid.pipelines.ch02 import training_clips, training_pairs
+    from minivid.pipelines.ch02 import time_reversed, training_clips, training_pairs
 
     vid = training_clips(recipe.size, recipe.frames, recipe.video_pool)  # the clips chapter 02's mini-CLIP saw
     img = training_pairs(recipe.size, recipe.image_pool)
-    return {"video": {"x": vid["x"], "text": encode_captions(cond, vid["captions"])},
+    rev = encode_captions(cond, time_reversed(vid)["captions"]) if recipe.time_reversal else None
+    return {"video": {"x": vid["x"], "text": encode_captions(cond, vid["captions"]), "text_reversed": rev},
             "image": {"x": img["x"], "text": encode_captions(cond, img["captions"]) if recipe.joint else None}}
 
 
@@ -135,6 +138,8 @@ def make_batch_fn(recipe: VideoRecipe, data: dict):
     """batch_fn(step, g) -> {"x": (B, 3, T, S, S), "image": (B,) bool, "context": (B, T, L, D), ...}.
 
     Joint training: the last `image_items` items are T independent images each (one caption per frame).
+    With `time_reversal` p, each clip is played backwards with probability p, captioned with the
+    opposite direction: twice the motion data from the same scarce pool.
     """
     T = recipe.frames
     n_img = recipe.image_items if recipe.joint else 0
@@ -142,8 +147,15 @@ def make_batch_fn(recipe: VideoRecipe, data: dict):
 
     def batch_fn(step, g):
         vi = torch.randint(0, len(data["video"]["x"]), (n_vid,), generator=g)
-        x = [from_uint8(data["video"]["x"][vi])]                                  # (Bv, 3, T, S, S)
-        text = {k: v[vi][:, None].expand(n_vid, T, *v.shape[1:]) for k, v in data["video"]["text"].items()}
+        clips = from_uint8(data["video"]["x"][vi])                                # (Bv, 3, T, S, S)
+        text = {k: v[vi] for k, v in data["video"]["text"].items()}
+        if recipe.time_reversal:                   # played backwards: the same clip moving the other way
+            back = torch.rand(n_vid, generator=g) < recipe.time_reversal
+            clips = torch.where(back[:, None, None, None, None], clips.flip(2), clips)
+            text = {k: torch.where(back.view(-1, *[1] * (v.dim() - 1)), data["video"]["text_reversed"][k][vi], v)
+                    for k, v in text.items()}
+        x = [clips]
+        text = {k: v[:, None].expand(n_vid, T, *v.shape[1:]) for k, v in text.items()}
         if n_img:
             ii = torch.randint(0, len(data["image"]["x"]), (n_img * T,), generator=g)
             imgs = from_uint8(data["image"]["x"][ii])                             # (Bi*T, 3, S, S)
