@@ -115,3 +115,22 @@ def test_bench_smoke_reports_the_figures_the_issue_names():
     assert 1.5 < f["flops_ratio_full_over_factorized"] < 3
     assert [r["training"] for r in rec["tables"]["ablation"]] == ["joint video + images", "video only"]
     assert rec["tables"]["heldout"][1]["color_acc"] == 1.0, "the judge reads real held-out clips perfectly"
+    conf = rec["tables"]["direction_confusion"]
+    assert [r["asked"] for r in conf] == ["left", "right", "up", "down"]
+    p = ch03.get_preset("smoke")
+    assert sum(v for r in conf for k, v in r.items() if k != "asked") == p.eval_samples       # every clip counted
+    assert f["loss_own_captions"] > 0 and f["loss_direction_flipped"] > 0
+
+
+def test_direction_reliance_is_zero_for_a_model_that_ignores_the_prompt():
+    p = ch03.get_preset("smoke")
+    cond = ch03.load_conditioner(p.video, progress=False)
+    schedule = ch03.schedule_for(p.video)
+    blind = lambda x, t, **kw: x * 0.5                                       # noqa: E731 - reads no text
+    r = ch03.direction_reliance(blind, schedule, cond, n=8, levels=(0.5,), frames=4)
+    assert r["gap"] == 0.0 and r["true"] == r["flipped"] > 0
+
+    def reader(x, t, pooled, **kw):                                          # its output depends on the text
+        return x * 0 + pooled.mean(-1).view(-1, 1, 1, 1, 1)
+    r = ch03.direction_reliance(reader, schedule, cond, n=8, levels=(0.5,), frames=4)
+    assert r["gap"] != 0.0

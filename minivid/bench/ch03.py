@@ -7,7 +7,9 @@
   attribute combinations, judged (colour, shape, size, motion, temporal consistency, flicker);
 * the paper's ablation: the same recipe with and without joint image training, both arms
   trained fresh on a shorter budget (`Ch03Preset.ablation_steps`), judged side by side;
-* sampling time per clip, DDIM at 50 and 20 steps (with classifier-free guidance).
+* sampling time per clip, DDIM at 50 and 20 steps (with classifier-free guidance);
+* whether motion follows the prompt: a confusion matrix of asked against judged direction, and the
+  denoising loss with each clip's own caption vs the caption with its direction flipped.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from minivid.data import sample_batch
+from minivid.data import DIRECTIONS, sample_batch
 from minivid.eval import Judge
 from minivid.models.unet3d import count_params, model_flops
 from minivid.pipelines import ch03
@@ -51,6 +53,18 @@ def _cost_rows(r: ch03.VideoRecipe, text_dim: int) -> list[dict]:
         rows.append({"conv": conv, "params": count_params(m),
                      "GFLOPs/clip": model_flops(m, T=r.frames, size=r.size) / 1e9,
                      "train step (4 clips) s": step})
+    return rows
+
+
+def direction_confusion(judged: torch.Tensor, asked: torch.Tensor) -> list[dict]:
+    """Rows: the direction a prompt asked for; columns: how many clips the judge saw move each way."""
+    names = list(DIRECTIONS)
+    rows = []
+    for a, name in enumerate(names):
+        sel = judged[asked == a]
+        row = {"asked": name, **{f"judged {n}": int((sel == j).sum()) for j, n in enumerate(names)}}
+        row["judged none"] = int((sel < 0).sum())
+        rows.append(row)
     return rows
 
 
@@ -106,6 +120,10 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     tables["heldout"] = [{"samples": f"model (joint, {r.steps} steps)", **main},
                          {"samples": "real held-out clips", **real}]
     figures["heldout_frechet"] = judge.frechet(prompts["x"], x)
+    tables["direction_confusion"] = direction_confusion(judge.predict(x)["direction"], prompts["labels"]["direction"])
+    rel = ch03.direction_reliance(model, schedule, cond, n=min(p.eval_samples, 128), objective=r.objective,
+                                  frames=r.frames, size=r.size, seed=seed)
+    figures["loss_own_captions"], figures["loss_direction_flipped"] = rel["true"], rel["flipped"]
 
     # sampling time per clip
     rows = []
