@@ -125,6 +125,24 @@ def test_per_frame_noise_levels_for_video():
         gather(s.alpha_bars, t, torch.zeros(2, 3, 5, 5))                          # images: (B,) only
 
 
+def test_temporal_weight_adds_the_frame_difference_error_only():
+    s = make_schedule("cosine", 50)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 3, 4, 5, 5, generator=g), torch.randn(2, 3, 4, 5, 5, generator=g)
+    t = torch.tensor([3, 40])
+    target = training_target("v", x0, noise, t, s)
+    static = torch.randn(2, 3, 1, 5, 5, generator=g)
+    for off, moving in ((static.expand(2, 3, 4, 5, 5), False), (torch.randn(2, 3, 4, 5, 5, generator=g), True)):
+        model = lambda x, t_: target + off                                           # noqa: E731
+        base = diffusion_loss(model, x0, s, "v", t=t, noise=noise, reduction="none")
+        both = diffusion_loss(model, x0, s, "v", t=t, noise=noise, reduction="none", temporal_weight=2.0)
+        ref = 2.0 * (off[:, :, 1:] - off[:, :, :-1]).double().pow(2).reshape(2, -1).mean(1)
+        assert_close(both - base, ref.float(), atol=1e-5, rtol=1e-5)
+        assert (both > base).all() == moving                                         # same-in-every-frame: free
+    with pytest.raises(ValueError, match="temporal_weight needs video"):
+        diffusion_loss(lambda x, t_: x, x0[:, :, 0], s, "v", temporal_weight=1.0)
+
+
 # ----------------------------------------------------------------------------- forward process
 
 @pytest.mark.exercise("1.1")

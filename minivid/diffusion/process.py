@@ -147,12 +147,17 @@ def sample_timesteps(n: int, schedule: Schedule, generator: torch.Generator | No
 def diffusion_loss(model: Callable, x0: torch.Tensor, schedule: Schedule, objective: str = "eps",
                    generator: torch.Generator | None = None, cond: dict | None = None,
                    t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                   reduction: str = "mean") -> torch.Tensor:
+                   reduction: str = "mean", temporal_weight: float = 0.0) -> torch.Tensor:
     """The simple diffusion loss || model(x_t, t, **cond) - target ||^2 (Ho et al. eq. 14).
 
     x0: (B, ...) clean data; t: (B,) long (default uniform); noise: (B, ...) (default N(0, I) drawn
     from `generator`); cond: extra keyword arguments for the model (e.g. context=..., context_mask=...).
     reduction: "mean" -> scalar, "none" -> (B,) per-example mean squared error.
+    temporal_weight (video (B, C, T, H, W) only): adds that weight times the mean squared *frame-to-frame
+    difference* of the error, which is zero for errors that are the same in every frame. Any squared
+    error of a linear map of the prediction is minimised by the same posterior mean, so this changes
+    which mistakes cost most (motion ones), not what the model should predict (cf. VideoJAM,
+    arXiv:2502.02492, on pixel losses favouring appearance over motion).
     """
     _check_objective(objective)
     if reduction not in ("mean", "none"):
@@ -166,7 +171,12 @@ def diffusion_loss(model: Callable, x0: torch.Tensor, schedule: Schedule, object
     x_t = q_sample(x0, t, noise, schedule)
     out = model(x_t, t, **(cond or {}))
     _same_shape(x0, out, "model output")
-    err = (out - training_target(objective, x0, noise, t, schedule)).pow(2).reshape(B, -1).mean(1)
+    diff = out - training_target(objective, x0, noise, t, schedule)
+    err = diff.pow(2).reshape(B, -1).mean(1)
+    if temporal_weight:
+        if x0.dim() != 5 or x0.shape[2] < 2:
+            raise ValueError(f"temporal_weight needs video (B, C, T >= 2, H, W), got {tuple(x0.shape)}")
+        err = err + temporal_weight * (diff[:, :, 1:] - diff[:, :, :-1]).pow(2).reshape(B, -1).mean(1)
     return err.mean() if reduction == "mean" else err
 
 

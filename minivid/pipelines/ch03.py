@@ -53,6 +53,7 @@ class VideoRecipe:
     ema_decay: float = 0.995
     video_pool: int = 2000             # the scarce video-text pairs (fixed, cached)
     time_reversal: float = 0.5         # chance a clip is played backwards, with its caption's direction flipped
+    temporal_weight: float = 0.0       # extra weight on frame-to-frame differences of the error (diffusion_loss)
     image_pool: int = 20000            # the plentiful image-text pairs (chapter 02's pool)
 
 
@@ -176,7 +177,8 @@ def loss_fn_for(recipe: VideoRecipe, schedule: Schedule, null: dict):
         for k in ("context", "context_mask", "pooled"):
             nk = null[k].to(batch[k].device).expand_as(batch[k])
             kw[k] = torch.where(drop.view(B, *[1] * (batch[k].dim() - 1)), nk, batch[k])
-        return diffusion_loss(net, batch["x"], schedule, recipe.objective, generator=g, cond=kw)
+        return diffusion_loss(net, batch["x"], schedule, recipe.objective, generator=g, cond=kw,
+                              temporal_weight=recipe.temporal_weight)
     return loss_fn
 
 
