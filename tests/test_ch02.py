@@ -49,11 +49,11 @@ def test_load_text_encoder_trains_once_then_loads_the_cache():
 
 
 def test_time_reversed_clips_move_the_other_way_and_say_so():
-    from minivid.data import DIRECTIONS, from_uint8, parse_caption
+    from minivid.data import DIRECTIONS, from_uint8, parse_caption, time_reversed
     from minivid.eval import Judge
 
     clips = ch02.training_clips(16, 4, 64)
-    rev = ch02.time_reversed(clips)
+    rev = time_reversed(clips)
     assert torch.equal(rev["x"][:, :, 0], clips["x"][:, :, -1]) and torch.equal(rev["x"].flip(2), clips["x"])
     flip = {"left": "right", "right": "left", "up": "down", "down": "up"}
     for i in range(64):
@@ -64,7 +64,7 @@ def test_time_reversed_clips_move_the_other_way_and_say_so():
         assert all(lab[k] == int(clips["labels"][k][i]) for k in ("color", "shape", "size", "speed"))
     judged = Judge().predict(from_uint8(rev["x"]))                                   # the judge agrees
     assert (judged["direction"] == rev["labels"]["direction"]).float().mean() >= 0.95
-    assert ch02.time_reversed(clips)["captions"] == rev["captions"]                  # seeded
+    assert time_reversed(clips)["captions"] == rev["captions"]                  # seeded
 
 
 def test_clip_learns_from_clips_too_and_retrieves_them():
@@ -78,7 +78,7 @@ def test_clip_learns_from_clips_too_and_retrieves_them():
     assert r["sim"].shape == (16, 16) and 0.0 <= r["direction_i2t"] <= 1.0 and 0.0 < r["chance"] < 1.0
     no_video = replace(ch02.get_preset("smoke").clip, video_pool=0)
     assert not hasattr(ch02.build_clip(no_video, tok), "video")
-    b = ch02._pool_batches(ch02.training_pairs(16, 512), tok, 4)(0, torch.Generator().manual_seed(0))
+    b = ch02.pool_batches(ch02.training_pairs(16, 512), tok, 4)(0, torch.Generator().manual_seed(0))
     assert "video" not in b                                                            # images only
 
 

@@ -52,7 +52,8 @@ def test_clips_played_backwards_carry_the_reversed_captions():
         assert torch.equal(ctx, data["video"][key]["context"][i])
         back += bool(rev)
     assert 0 < back < 8
-    plain = ch03.make_batch_fn(replace(r, time_reversal=0.0), {**data, "video": {**data["video"], "text_reversed": None}})
+    no_reversed = {**data, "video": {**data["video"], "text_reversed": None}}
+    plain = ch03.make_batch_fn(replace(r, time_reversal=0.0), no_reversed)
     x = ((plain(0, torch.Generator().manual_seed(3))["x"] + 1) * 127.5).round().to(torch.uint8)
     assert all(any(torch.equal(c, xi) for c in clips) for xi in x)
 

@@ -26,6 +26,7 @@ from minivid.data.datasets import (
     materialize_split,
     render_items,
     sample_batch,
+    time_reversed,
     to_uint8,
 )
 from minivid.data.render import coverage, render, sdf_circle, sdf_square, sdf_triangle
@@ -53,5 +54,5 @@ __all__ = [
     "VideoDataset", "VideoTextDataset", "WorldConfig", "all_captions", "caption", "centroid_offset", "collate",
     "combos", "coverage", "from_uint8", "is_heldout", "make_loader", "materialize_split", "parse_caption",
     "render", "render_items", "sample_batch", "sample_params", "sdf_circle", "sdf_square", "sdf_triangle",
-    "to_uint8", "vocabulary",
+    "time_reversed", "to_uint8", "vocabulary",
 ]

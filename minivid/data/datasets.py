@@ -16,10 +16,19 @@ import json
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from minivid.data.captions import captions_for
+from minivid.data.captions import caption, captions_for
 from minivid.data.render import render
-from minivid.data.world import KINDS, SPLITS, WorldConfig, item_uniforms, labels_of, params_from_uniforms, sample_params
-from minivid.utils import atomic_save, cache_dir
+from minivid.data.world import (
+    DIRECTIONS,
+    KINDS,
+    SPLITS,
+    WorldConfig,
+    item_uniforms,
+    labels_of,
+    params_from_uniforms,
+    sample_params,
+)
+from minivid.utils import atomic_save, cache_dir, make_generator
 
 DATA_VERSION = 1  # bump when rendering or captioning changes: stale caches are rebuilt
 _CHUNK = 512
@@ -186,6 +195,25 @@ class VideoTextDataset(ShapesDataset):
     """Captioned clips: x (3, T, H, W), caption with motion and speed."""
 
     kind = "video_text"
+
+
+REVERSED_DIRECTION = torch.tensor([DIRECTIONS.index(d) for d in ("right", "left", "down", "up")])
+
+
+def time_reversed(clips: dict, seed: int = 0) -> dict:
+    """The clips played backwards, captioned afresh: same object and speed, the opposite direction.
+
+    Motion in Shapes World is uniform, so a reversed clip is a valid clip of the opposite direction.
+    Paired with its original in one batch it is the hardest negative there is: the same appearance,
+    only the direction words differ. {"x": (N, 3, T, S, S), "captions", "labels"} like the input.
+    """
+    labels = dict(clips["labels"])
+    labels["direction"] = REVERSED_DIRECTION[labels["direction"]]
+    g = make_generator(seed)
+    choices = torch.randint(0, 1 << 16, (len(clips["captions"]), 6), generator=g).tolist()
+    cols = {k: v.tolist() for k, v in labels.items()}                  # plain ints: per-item tensor indexing is slow
+    captions = [caption({k: v[i] for k, v in cols.items()}, choices[i]) for i in range(len(choices))]
+    return {"x": clips["x"].flip(2), "captions": captions, "labels": labels}
 
 
 def collate(items: list[dict]) -> dict:

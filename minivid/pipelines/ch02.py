@@ -14,7 +14,8 @@ Papers: CLIP (arXiv:2103.00020), Latent Diffusion's cross-attention conditioning
 
 Both models train on the "train" split only: the held-out attribute combinations
 (`minivid.data.HELDOUT_COMBOS`) are never seen by the text encoder or the U-Net.
-Trained models are cached under cache_dir("checkpoints") keyed by preset name and a hash of the
+The mini-CLIP's recipe, data, loss and retrieval tests live in `minivid.pipelines.ch02_clip` and are
+re-exported here. Trained models are cached under cache_dir("checkpoints") keyed by preset name and a hash of the
 recipe (the U-Net's key includes the text encoder's), so a changed recipe never loads a stale file.
 """
 from __future__ import annotations
@@ -25,62 +26,27 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from minivid.data import (
-    COLORS,
-    DIRECTIONS,
-    SHAPES,
-    SIZES,
-    WorldConfig,
-    caption,
-    from_uint8,
-    materialize_split,
-    sample_batch,
-)
+from minivid.data import COLORS, SHAPES, SIZES, sample_batch
 from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
 from minivid.models import UNet2D, unet2d_config
 from minivid.pipelines import pick_preset
-from minivid.text import (
-    CLIPConfig,
-    ImageEncoderConfig,
-    MiniCLIP,
-    TextConditioner,
-    TextEncoder,
-    Tokenizer,
-    VideoEncoderConfig,
-    attribute_match,
-    clip_loss,
-    retrieval_accuracy,
-    similarity,
-    text_encoder_config,
+from minivid.pipelines.ch02_clip import (  # the mini-CLIP half of the chapter, re-exported here
+    VIDEO_KEYS,
+    ClipRecipe,
+    build_clip,
+    build_tokenizer,
+    clip_loss_fn,
+    clip_retrieval,
+    combo_retrieval,
+    pool_batches,
+    pooled_cosine,
+    training_clips,
+    training_pairs,
 )
+from minivid.text import TextConditioner, TextEncoder
 from minivid.train import TrainConfig, TrainState, train
 from minivid.utils import cache_dir, load_checkpoint, make_generator
-
-
-@dataclass(frozen=True)
-class ClipRecipe:
-    text: str = "text-small"
-    text_overrides: dict = field(default_factory=dict)
-    image_channels: tuple[int, ...] = (32, 64, 64)
-    embed_dim: int = 64
-    max_len: int = 16
-    multi_positive: bool = True      # same-attribute pairs in a batch are positives (see minivid.text.clip)
-    steps: int = 800
-    batch_size: int = 128
-    lr: float = 2e-3
-    warmup_steps: int = 100
-    ema_decay: float | None = None
-    pool: int = 20000                # training pairs rendered once (cached) and sampled from
-    size: int = 16
-    # The motion words: a second contrastive task on the scarce video-text pairs (chapter 03's pool).
-    video_pool: int = 2000           # captioned clips (0 = image-text pairs only)
-    video_batch: int = 32            # clips per step, next to batch_size images
-    time_reversal: bool = True       # half of those clips are the other half played backwards (hard negatives)
-    video_frames: int = 8
-    video_channels: tuple[int, ...] = (16, 32, 32)
-    video_weight: float = 1.0        # loss = image InfoNCE + video_weight * video InfoNCE
 
 
 @dataclass(frozen=True)
@@ -153,80 +119,7 @@ def checkpoint_path(what: str, preset: str | Ch02Preset, seed: int = 0) -> Path:
 
 # ----------------------------------------------------------------------------- data
 
-def training_pairs(size: int = 16, pool: int = 20000) -> dict:
-    """The image-caption training pairs: {"x": (pool, 3, S, S) uint8, "captions", "labels"} (train split, cached)."""
-    return materialize_split("image", "train", pool, seed=0, world=WorldConfig(size=size), cache=True, verbose=False)
-
-
-def training_clips(size: int = 16, frames: int = 8, pool: int = 2000) -> dict:
-    """The scarce video-caption pairs: {"x": (pool, 3, T, S, S) uint8, "captions", "labels"} (train split, cached).
-
-    The same pool chapter 03 trains its video model on (seed 0, the first `pool` items).
-    """
-    return materialize_split("video_text", "train", pool, seed=0, world=WorldConfig(size=size, frames=frames),
-                             cache=True, verbose=False)
-
-
-REVERSED_DIRECTION = torch.tensor([DIRECTIONS.index(d) for d in ("right", "left", "down", "up")])
-
-
-def time_reversed(clips: dict, seed: int = 0) -> dict:
-    """The clips played backwards, captioned afresh: same object and speed, the opposite direction.
-
-    Motion in Shapes World is uniform, so a reversed clip is a valid clip of the opposite direction.
-    Paired with its original in one batch it is the hardest negative there is: the same appearance,
-    only the direction words differ. {"x": (N, 3, T, S, S), "captions", "labels"} like the input.
-    """
-    labels = dict(clips["labels"])
-    labels["direction"] = REVERSED_DIRECTION[labels["direction"]]
-    g = make_generator(seed)
-    choices = torch.randint(0, 1 << 16, (len(clips["captions"]), 6), generator=g).tolist()
-    captions = [caption({k: int(v[i]) for k, v in labels.items()}, choices[i]) for i in range(len(choices))]
-    return {"x": clips["x"].flip(2), "captions": captions, "labels": labels}
-
-
-def _pool_batches(data: dict, tok: Tokenizer, batch_size: int, clips: dict | None = None, clip_batch: int = 0,
-                  reverse: bool = True):
-    """batch_fn(step, g) -> {"x", "ids", "mask", "labels"} (+ the same under "video" when clips are given).
-
-    With `reverse`, the clips are clip_batch // 2 clips and the same clips played backwards (`time_reversed`).
-    """
-    def encoded(pool):
-        ids, mask = tok.encode(pool["captions"])                                 # (pool, L)
-        return pool["x"], ids, mask, pool["labels"]
-
-    def take(idx, pools):
-        parts = [(x[idx], ids[idx], mask[idx], {k: v[idx] for k, v in lab.items()}) for x, ids, mask, lab in pools]
-        return {"x": from_uint8(torch.cat([p[0] for p in parts])), "ids": torch.cat([p[1] for p in parts]),
-                "mask": torch.cat([p[2] for p in parts]),
-                "labels": {k: torch.cat([p[3][k] for p in parts]) for k in parts[0][3]}}
-
-    images = [encoded(data)]
-    videos = None
-    if clips is not None and clip_batch > 0:
-        videos = [encoded(clips), encoded(time_reversed(clips))] if reverse else [encoded(clips)]
-
-    def batch_fn(step, g):
-        b = take(torch.randint(0, len(images[0][1]), (batch_size,), generator=g), images)
-        if videos is not None:
-            n = max(clip_batch // len(videos), 1)
-            b["video"] = take(torch.randint(0, len(videos[0][1]), (n,), generator=g), videos)
-        return b
-    return batch_fn
-
-
 # ----------------------------------------------------------------------------- mini-CLIP
-
-def build_tokenizer(recipe: ClipRecipe) -> Tokenizer:
-    return Tokenizer(max_len=recipe.max_len)
-
-
-def build_clip(recipe: ClipRecipe, tok: Tokenizer) -> MiniCLIP:
-    text = text_encoder_config(recipe.text, vocab_size=tok.vocab_size, max_len=tok.max_len, **recipe.text_overrides)
-    image = ImageEncoderConfig(channels=tuple(recipe.image_channels), dim=text.dim)
-    video = VideoEncoderConfig(channels=tuple(recipe.video_channels), dim=text.dim) if recipe.video_pool else None
-    return MiniCLIP(CLIPConfig(text=text, image=image, video=video, embed_dim=recipe.embed_dim))
-
 
 def _run(model, loss_fn, batch_fn, recipe, path: Path, seed: int, progress: bool, desc: str,
          retrain: bool) -> TrainState:
@@ -240,27 +133,6 @@ def _run(model, loss_fn, batch_fn, recipe, path: Path, seed: int, progress: bool
     return train(model, loss_fn, batch_fn, cfg)
 
 
-VIDEO_KEYS = ("color", "shape", "size", "direction", "speed")   # what a video caption pins down
-
-
-def clip_loss_fn(multi_positive: bool = True, video_weight: float = 1.0):
-    """loss_fn(model, batch, generator) for train(): symmetric InfoNCE on the images, plus the same on the clips
-    when the batch has them (one text tower, one temperature); the temperature and both parts as metrics."""
-    def loss_fn(net, batch, g):
-        img, txt, scale = net(batch["x"], batch["ids"], batch["mask"])
-        pos = attribute_match(batch["labels"]) if multi_positive else None
-        loss = loss_img = clip_loss(img, txt, scale, pos)
-        metrics = {"scale": scale.detach()}
-        if "video" in batch:
-            v = batch["video"]
-            vpos = attribute_match(v["labels"], keys=VIDEO_KEYS) if multi_positive else None
-            loss_vid = clip_loss(net.encode_video(v["x"]), net.encode_text(v["ids"], v["mask"]), scale, vpos)
-            loss = loss_img + video_weight * loss_vid
-            metrics.update(loss_image=loss_img.detach(), loss_video=loss_vid.detach())
-        return loss, metrics
-    return loss_fn
-
-
 def train_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True, retrain: bool = False):
     """Pretrain (or load) the mini-CLIP. Returns (tokenizer, MiniCLIP in eval mode, TrainState)."""
     p = get_preset(preset)
@@ -271,7 +143,7 @@ def train_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool 
     torch.manual_seed(seed)
     model = build_clip(r, tok)
     state = _run(model, clip_loss_fn(r.multi_positive, r.video_weight),
-                 _pool_batches(data, tok, r.batch_size, clips, r.video_batch, r.time_reversal), r,
+                 pool_batches(data, tok, r.batch_size, clips, r.video_batch, r.time_reversal), r,
                  checkpoint_path("clip", p, seed), seed, progress, f"ch02 mini-CLIP ({p.name})", retrain)
     return tok, state.sampling_model.eval(), state
 
@@ -305,74 +177,6 @@ def _load_model(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     ck = load_checkpoint(path, how_to_retrain=f"delete {path} and run the training again")
     model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
     return model.eval()
-
-
-@torch.no_grad()
-def pooled_cosine(clip: MiniCLIP, tok: Tokenizer, a: str, b: str) -> float:
-    """Cosine similarity of two prompts' pooled text features (what the U-Nets' timestep path receives)."""
-    ids, mask = tok.encode([a, b])
-    _, pooled = clip.text(ids, mask)
-    return F.cosine_similarity(pooled[0], pooled[1], dim=0).item()
-
-
-@torch.no_grad()
-def clip_retrieval(clip: MiniCLIP, tok: Tokenizer, split: str = "val", n: int = 256, seed: int = 0,
-                   size: int = 16, kind: str = "image", frames: int = 8) -> dict:
-    """Top-1 retrieval on n fresh image-caption (kind="image") or clip-caption (kind="video_text") pairs of `split`.
-
-    A retrieved caption (image) counts as correct when the attributes its caption states equal the
-    query's (colour, shape, size; for clips also direction and speed): template captions have
-    synonyms and a batch repeats attribute combinations, so the exact partner is not identifiable.
-    Also reports the chance level of that rule, the exact-partner accuracy and, for clips,
-    "direction": how often the retrieved caption names the right direction of motion.
-    Returns {"i2t", "t2i", "i2t_exact", "t2i_exact", "chance", "sim": (n, n)}
-    (+ "direction_i2t", "direction_t2i", "direction_chance" for clips).
-    """
-    b = sample_batch(n, kind=kind, split=split, size=size, frames=frames, generator=make_generator(seed))
-    ids, mask = tok.encode(b["captions"])
-    sim = similarity(clip, b["x"], ids, mask)
-    video = kind != "image"
-    match = attribute_match(b["labels"], keys=VIDEO_KEYS if video else ("color", "shape", "size"))
-    out = retrieval_accuracy(sim, match)
-    exact = retrieval_accuracy(sim, torch.eye(n, dtype=torch.bool))
-    out.update(i2t_exact=exact["i2t"], t2i_exact=exact["t2i"], chance=match.float().mean().item(), sim=sim)
-    if video:
-        same_dir = attribute_match(b["labels"], keys=("direction",))
-        d = retrieval_accuracy(sim, same_dir)
-        out.update(direction_i2t=d["i2t"], direction_t2i=d["t2i"], direction_chance=same_dir.float().mean().item())
-    return out
-
-
-@torch.no_grad()
-def combo_retrieval(clip: MiniCLIP, tok: Tokenizer, seed: int = 0, size: int = 16) -> dict:
-    """Retrieval among all 36 attribute combinations, one image and one caption each (exact top-1).
-
-    Images: one rendered item per combination (held-out ones included); captions: one random
-    phrasing each. Returns {"i2t", "t2i", "sim": (36, 36), "captions", "labels", "x"}.
-    """
-    g = make_generator(seed)
-    parts = [sample_batch(256, kind="image", split=s, size=size, generator=g) for s in ("val", "heldout")]
-    x, caps, lab = [], [], {"color": [], "shape": [], "size": []}
-    seen = set()
-    for b in parts:
-        for i in range(len(b["captions"])):
-            key = tuple(int(b["labels"][k][i]) for k in ("color", "shape", "size"))
-            if key in seen:
-                continue
-            seen.add(key)
-            x.append(b["x"][i])
-            caps.append(b["captions"][i])
-            for k in lab:
-                lab[k].append(key[("color", "shape", "size").index(k)])
-    order = sorted(range(len(caps)), key=lambda i: (lab["color"][i], lab["shape"][i], lab["size"][i]))
-    x = torch.stack([x[i] for i in order])
-    caps = [caps[i] for i in order]
-    lab = {k: torch.tensor([v[i] for i in order]) for k, v in lab.items()}
-    ids, mask = tok.encode(caps)
-    sim = similarity(clip, x, ids, mask)
-    out = retrieval_accuracy(sim, torch.eye(len(caps), dtype=torch.bool))
-    out.update(sim=sim, captions=caps, labels=lab, x=x)
-    return out
 
 
 # ----------------------------------------------------------------------------- text-conditioned U-Net
@@ -412,7 +216,7 @@ def train_t2i(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool =
     torch.manual_seed(seed)
     model = build_unet(r, enc.cfg.dim)
     path = path or checkpoint_path("t2i", p, seed)
-    state = _run(model, t2i_loss_fn(cond, schedule, r), _pool_batches(training_pairs(r.size, r.pool), tok,
+    state = _run(model, t2i_loss_fn(cond, schedule, r), pool_batches(training_pairs(r.size, r.pool), tok,
                                                                        r.batch_size),
                  r, path, seed, progress, f"ch02 text-to-image U-Net ({p.name})", retrain)
     return state.sampling_model.eval(), schedule, cond, state
@@ -478,7 +282,7 @@ def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> 
 
 
 __all__ = ["ClipRecipe", "T2IRecipe", "Ch02Preset", "PRESETS", "get_preset", "checkpoint_path", "training_pairs",
-           "training_clips", "time_reversed", "VIDEO_KEYS",
+           "training_clips", "pool_batches", "VIDEO_KEYS",
            "build_tokenizer", "build_clip", "clip_loss_fn", "train_clip", "load_text_encoder", "clip_retrieval",
            "combo_retrieval", "pooled_cosine", "schedule_for", "build_unet", "t2i_loss_fn", "train_t2i", "sample_t2i",
            "heldout_prompts", "combo_name", "judge_names", "load_t2i", "cli_train"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from minivid.data import from_uint8
+from minivid.data import from_uint8, sample_batch, time_reversed
 from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
 from minivid.models.unet3d import UNet3D, unet3d_config
 from minivid.pipelines import pick_preset
@@ -124,9 +124,9 @@ def training_data(recipe: VideoRecipe, cond: TextConditioner) -> dict:
     """The two pools with their (precomputed, frozen) text features.
 
     {"video": {"x": (Nv, 3, T, S, S) uint8, "text": features, "text_reversed": features of the captions of the
-    clips played backwards (`ch02.time_reversed`) or None}, "image": {"x": (Ni, 3, S, S) uint8, "text": ...}}
+    clips played backwards (`minivid.data.time_reversed`) or None}, "image": {"x": (Ni, 3, S, S) uint8, "text": ...}}
     """
-    from minivid.pipelines.ch02 import time_reversed, training_clips, training_pairs
+    from minivid.pipelines.ch02_clip import training_clips, training_pairs
 
     vid = training_clips(recipe.size, recipe.frames, recipe.video_pool)  # the clips chapter 02's mini-CLIP saw
     img = training_pairs(recipe.size, recipe.image_pool)
@@ -272,9 +272,6 @@ def direction_reliance(model: UNet3D, schedule: Schedule, cond: TextConditioner,
     Returns {"true": loss, "flipped": loss, "gap": flipped - true} (means over levels). A gap near 0 means
     the direction in the prompt does not change the denoiser's prediction.
     """
-    from minivid.data import sample_batch
-    from minivid.pipelines.ch02 import time_reversed
-
     b = sample_batch(n, kind="video_text", split="val", size=size, frames=frames, generator=make_generator(seed))
     flipped = time_reversed(b, seed)["captions"]
     g = make_generator(seed + 1)
