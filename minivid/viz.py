@@ -130,6 +130,26 @@ def show_videos(x: torch.Tensor, captions: Sequence[str] | None = None, **kw):
     return obj
 
 
+def flow_to_rgb(flow: torch.Tensor, max_norm: float = 1.0) -> torch.Tensor:
+    """Optical flow as colour, the usual colour wheel: hue = direction, brightness = speed.
+
+    flow (B, 2, T, H, W) or (B, 2, H, W) with (x, y) components, y downward (`minivid.data.flow_field`)
+    -> the same shape with 3 channels in [-1, 1], ready for show_videos / save_video. A still pixel is
+    black; speed `max_norm` and above is full brightness. Right is red, down is yellow-green, left
+    cyan, up violet (matplotlib's HSV wheel).
+    """
+    from matplotlib.colors import hsv_to_rgb
+
+    f = torch.as_tensor(flow).detach().float().cpu()
+    if f.dim() not in (4, 5) or f.shape[1] != 2:
+        raise ValueError(f"flow must be (B, 2, [T,] H, W), got shape {tuple(f.shape)}")
+    hue = (torch.atan2(f[:, 1], f[:, 0]) / (2 * np.pi)) % 1.0
+    val = (f.norm(dim=1) / max_norm).clamp(0, 1)
+    hsv = torch.stack([hue, torch.ones_like(hue), val], -1).numpy()
+    rgb = torch.from_numpy(hsv_to_rgb(hsv)).float().movedim(-1, 1)
+    return rgb * 2 - 1
+
+
 # ----------------------------------------------------------------------------- matplotlib
 
 def show_images(x: torch.Tensor, captions: Sequence[str] | None = None, ncols: int = 8, size: float = 1.4,

@@ -17,7 +17,9 @@ def _tiny_data(recipe, n_vid=6, n_img=20, L=5, D=4):
         return {"context": torch.randn(n, L, D, generator=g), "context_mask": torch.ones(n, L, dtype=torch.bool),
                 "pooled": torch.randn(n, D, generator=g)}
     return {"video": {"x": torch.randint(0, 256, (n_vid, 3, T, S, S), dtype=torch.uint8, generator=g),
-                      "text": text(n_vid), "text_reversed": text(n_vid)},
+                      "text": text(n_vid), "text_reversed": text(n_vid),
+                      "direction": torch.randint(0, 4, (n_vid,), generator=g),
+                      "speed": torch.randint(0, 2, (n_vid,), generator=g)},
             "image": {"x": torch.randint(0, 256, (n_img, 3, S, S), dtype=torch.uint8, generator=g),
                       "text": text(n_img)}}
 
@@ -26,11 +28,11 @@ def test_joint_batch_layout_clips_then_image_items():
     r = ch03.VideoRecipe(frames=3, size=8, batch_size=5, image_items=2)
     data = _tiny_data(r)
     b = ch03.make_batch_fn(r, data)(0, torch.Generator().manual_seed(1))
-    assert b["x"].shape == (5, 3, 3, 8, 8) and b["context"].shape == (5, 3, 5, 4) and b["pooled"].shape == (5, 3, 4)
+    assert b["x"].shape == (5, 5, 3, 8, 8) and b["context"].shape == (5, 3, 5, 4) and b["pooled"].shape == (5, 3, 4)
     assert b["image"].tolist() == [False, False, False, True, True]
     # a clip item has one caption for all its frames; an image item's frames are pool images with their own captions
     assert torch.equal(b["context"][0, 0], b["context"][0, 2])
-    img_frames = ((b["x"][3:].transpose(1, 2).reshape(-1, 3, 8, 8) + 1) * 127.5).round().to(torch.uint8)
+    img_frames = ((b["x"][3:, :3].transpose(1, 2).reshape(-1, 3, 8, 8) + 1) * 127.5).round().to(torch.uint8)
     for f, ctx in zip(img_frames, b["context"][3:].reshape(-1, 5, 4)):
         hits = [i for i in range(20) if torch.equal(data["image"]["x"][i], f)]
         assert hits and any(torch.equal(data["image"]["text"]["context"][i], ctx) for i in hits)
@@ -44,7 +46,7 @@ def test_clips_played_backwards_carry_the_reversed_captions():
     b = ch03.make_batch_fn(r, data)(0, torch.Generator().manual_seed(3))
     clips = data["video"]["x"]
     back = 0
-    for x, ctx in zip(((b["x"] + 1) * 127.5).round().to(torch.uint8), b["context"][:, 0]):
+    for x, ctx in zip(((b["x"][:, :3] + 1) * 127.5).round().to(torch.uint8), b["context"][:, 0]):
         fwd = [i for i in range(len(clips)) if torch.equal(clips[i], x)]
         rev = [i for i in range(len(clips)) if torch.equal(clips[i].flip(1), x)]
         assert bool(fwd) != bool(rev)                                    # random clips: never palindromes
@@ -54,8 +56,32 @@ def test_clips_played_backwards_carry_the_reversed_captions():
     assert 0 < back < 8
     no_reversed = {**data, "video": {**data["video"], "text_reversed": None}}
     plain = ch03.make_batch_fn(replace(r, time_reversal=0.0), no_reversed)
-    x = ((plain(0, torch.Generator().manual_seed(3))["x"] + 1) * 127.5).round().to(torch.uint8)
+    x = ((plain(0, torch.Generator().manual_seed(3))["x"][:, :3] + 1) * 127.5).round().to(torch.uint8)
     assert all(any(torch.equal(c, xi) for c in clips) for xi in x)
+
+
+def test_motion_channels_carry_each_clips_flow_and_zero_for_images():
+    from minivid.data import REVERSED_DIRECTION, WorldConfig, flow_field, sample_batch
+
+    r = ch03.VideoRecipe(frames=4, size=8, batch_size=8, image_items=2, time_reversal=0.5, motion_channels=True)
+    real = sample_batch(6, kind="video_text", size=8, frames=4)
+    data = _tiny_data(r)
+    data["video"].update(x=((real["x"] + 1) * 127.5).round().to(torch.uint8), **real["labels"])
+    b = ch03.make_batch_fn(r, data)(0, torch.Generator().manual_seed(3))
+    assert b["x"].shape == (8, 5, 4, 8, 8)
+    assert b["x"][6:, 3:].abs().max() == 0                                  # image items: still, zero flow
+    clips, world, back = data["video"]["x"], WorldConfig(size=8, frames=4), 0
+    for x in b["x"][:6]:
+        u8 = ((x[:3] + 1) * 127.5).round().to(torch.uint8)
+        i = next(i for i in range(6) if torch.equal(clips[i], u8) or torch.equal(clips[i].flip(1), u8))
+        reversed_ = not torch.equal(clips[i], u8)
+        d = REVERSED_DIRECTION[data["video"]["direction"][i]] if reversed_ else data["video"]["direction"][i]
+        want = flow_field(x[None, :3], d.view(1), data["video"]["speed"][i].view(1), world)[0]
+        assert torch.equal(x[3:], want) and want.abs().max() > 0
+        back += reversed_
+    assert 0 < back < 6
+    model = ch03.build_model(r, text_dim=4)
+    assert model.cfg.in_channels == model.cfg.out_channels == 5
 
 
 def test_caption_dropout_swaps_whole_items_for_the_null_caption():
@@ -121,6 +147,10 @@ def test_bench_smoke_reports_the_figures_the_issue_names():
     p = ch03.get_preset("smoke")
     assert sum(v for r in conf for k, v in r.items() if k != "asked") == p.eval_samples       # every clip counted
     assert f["loss_own_captions"] > 0 and f["loss_direction_flipped"] > 0
+    assert f["flow_loss_own_captions"] > 0 and f["flow_loss_direction_flipped"] > 0
+    assert [r["model"].split(",")[0] for r in rec["tables"]["motion_ablation"]] == [
+        "with motion channels (the recipe)", "RGB only"]
+    assert "motion_ablation_rgb_only_motion_acc" in f
 
 
 def test_direction_reliance_is_zero_for_a_model_that_ignores_the_prompt():
@@ -135,3 +165,13 @@ def test_direction_reliance_is_zero_for_a_model_that_ignores_the_prompt():
         return x * 0 + pooled.mean(-1).view(-1, 1, 1, 1, 1)
     r = ch03.direction_reliance(reader, schedule, cond, n=8, levels=(0.5,), frames=4)
     assert r["gap"] != 0.0
+    # a motion-channel model gets its flow loss too; the RGB loss is the mean over the first 3 channels
+    model = ch03.build_model(p.video, cond.dim)
+    r = ch03.direction_reliance(model, schedule, cond, n=8, levels=(0.5,), frames=4)
+    assert r["flow_true"] > 0 and r["flow_flipped"] > 0 and r["true"] > 0
+    with torch.no_grad():                        # undo every zero init, so the text reaches the output
+        for w in model.parameters():
+            if not w.any():
+                w.normal_(0, 0.1)
+    r = ch03.direction_reliance(model, schedule, cond, n=8, levels=(0.5,), frames=4)
+    assert r["gap"] != 0.0 and r["flow_flipped"] != r["flow_true"]

@@ -20,7 +20,9 @@ from minivid.data import (
     all_captions,
     collate,
     combos,
+    REVERSED_DIRECTION,
     coverage,
+    flow_field,
     is_heldout,
     make_loader,
     materialize_split,
@@ -28,6 +30,7 @@ from minivid.data import (
     render,
     sample_batch,
     sample_params,
+    velocity,
 )
 from minivid.data.render import coverage_reference, sdf_triangle
 from minivid.data.world import HALF_EXTENT
@@ -127,6 +130,44 @@ def test_motion_is_linear_at_the_drawn_speed_and_stays_inside(frames):
     sign = torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]], dtype=torch.float64)[p["direction"]]
     assert_close(step, sign * speed[:, None], atol=2e-3, name="per-frame displacement")
     assert world.speed_scale(16) == 1.0 and world.speed_scale(32) < 1.0
+
+
+@pytest.mark.parametrize("frames", [8, 32])
+def test_flow_field_moves_the_object_pixels_at_the_clip_velocity(frames):
+    world = WorldConfig(size=24, frames=frames)
+    p = sample_params(64, "train", "video", world, make_generator(5))
+    x = render(p, world, frames)                                                # (N, 3, T, S, S)
+    flow = flow_field(x, p["direction"], p["speed"], world)                     # (N, 2, T, S, S)
+    assert flow.shape == (64, 2, frames, 24, 24) and flow.abs().max() <= 1
+    unit = world.speed_fast * world.speed_scale(frames)
+    vel = torch.stack([p["vx"], p["vy"]], 1) / unit                            # (N, 2), drawn by the world
+    assert_close(torch.stack(velocity(p["direction"], p["speed"], world), 1) / unit, vel, atol=1e-12,
+                 name="velocity() = the drawn velocity")
+    cov = (x.amax(1) + 1) / 2                                                   # (N, T, S, S)
+    full, empty = cov > 0.999, cov < 1e-6
+    per_pixel = vel[:, :, None, None, None].expand_as(flow).float()
+    assert_close(flow[full[:, None].expand_as(flow)], per_pixel[full[:, None].expand_as(flow)], atol=1e-3,
+                 name="flow on fully covered pixels")
+    assert flow[empty[:, None].expand_as(flow)].abs().max() == 0                # the background stands still
+    # the coverage-weighted mean flow of frame t predicts where the centroid is at t + 1 (measured on pixels)
+    _, cx, cy = _area_and_centroid(cov.double(), 24)
+    mean_flow = (flow.double() * cov[:, None]).sum((-2, -1)) / (cov[:, None] ** 2).sum((-2, -1)).double()
+    step = torch.stack([cx.diff(dim=1), cy.diff(dim=1)], 1) / unit             # (N, 2, T - 1)
+    assert_close(step.mean(-1), mean_flow[:, :, :-1].mean(-1), atol=0.03, name="mean centroid step vs flow")
+    # played backwards with the direction flipped: the flow reverses in time and in sign
+    back = flow_field(x.flip(2), REVERSED_DIRECTION[p["direction"]], p["speed"], world)
+    assert_close(back, -flow.flip(2), atol=0, name="reversed flow")
+
+
+def test_flow_field_of_still_images_is_zero_and_bad_shapes_are_refused():
+    world = WorldConfig(size=16, frames=4)
+    x = sample_batch(3, kind="image", size=16)["x"][:, :, None].expand(3, 3, 4, 16, 16)
+    minus = torch.full((3,), -1, dtype=torch.long)
+    assert flow_field(x, minus, minus, world).abs().max() == 0
+    with pytest.raises(ValueError, match="clips"):
+        flow_field(x[:, :, 0], minus, minus, world)
+    with pytest.raises(ValueError, match="direction and speed"):
+        flow_field(x, minus[:2], minus, world)
 
 
 @pytest.mark.parametrize("shape", [0, 1])

@@ -45,3 +45,19 @@ def test_html_has_one_gif_and_caption_per_clip(clips):
     assert clips["captions"][1] in html
     with pytest.raises(ValueError, match="3 clips but 1 captions"):
         viz.videos_html(clips["x"], ["one"])
+
+
+def test_flow_colours_follow_the_wheel_and_still_pixels_are_black():
+    import colorsys
+
+    unit = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [0.6, 0.8], [0.0, 0.0], [0.25, 0.0]])
+    flow = unit[:, :, None, None].expand(7, 2, 3, 3)                      # (B, 2, H, W): one vector per image
+    rgb = (viz.flow_to_rgb(flow)[:, :, 0, 0] + 1) / 2                     # (B, 3) in [0, 1]
+    for (fx, fy), got in zip(unit.tolist(), rgb):                          # oracle: the HSV wheel, one pixel at a time
+        hue = (np.arctan2(fy, fx) / (2 * np.pi)) % 1.0
+        want = colorsys.hsv_to_rgb(hue, 1.0, min(1.0, float(np.hypot(fx, fy))))
+        assert np.allclose(got.numpy(), want, atol=1e-6), (fx, fy, got, want)
+    assert torch.equal(rgb[5], torch.zeros(3)) and rgb[6].max() == pytest.approx(0.25)
+    assert viz.flow_to_rgb(flow[:, :, None].expand(7, 2, 4, 3, 3)).shape == (7, 3, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"\(B, 2"):
+        viz.flow_to_rgb(torch.zeros(2, 3, 4, 4))

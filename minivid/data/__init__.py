@@ -16,6 +16,7 @@ from minivid.data.captions import (
     vocabulary,
 )
 from minivid.data.datasets import (
+    REVERSED_DIRECTION,
     ImageTextDataset,
     ShapesDataset,
     VideoDataset,
@@ -29,7 +30,7 @@ from minivid.data.datasets import (
     time_reversed,
     to_uint8,
 )
-from minivid.data.render import coverage, render, sdf_circle, sdf_square, sdf_triangle
+from minivid.data.render import coverage, flow_field, render, sdf_circle, sdf_square, sdf_triangle
 from minivid.data.world import (
     ATTRIBUTES,
     COLOR_RGB,
@@ -46,13 +47,14 @@ from minivid.data.world import (
     combos,
     is_heldout,
     sample_params,
+    velocity,
 )
 
 __all__ = [
-    "ATTRIBUTES", "COLORS", "COLOR_RGB", "DIRECTIONS", "HELDOUT_COMBOS", "IMAGE_TEMPLATES", "KINDS", "SHAPES",
+    "ATTRIBUTES", "REVERSED_DIRECTION", "COLORS", "COLOR_RGB", "DIRECTIONS", "HELDOUT_COMBOS", "IMAGE_TEMPLATES", "KINDS", "SHAPES",
     "SIZES", "SPEEDS", "SPLITS", "SYNONYMS", "VIDEO_TEMPLATES", "VOCAB", "ImageTextDataset", "ShapesDataset",
     "VideoDataset", "VideoTextDataset", "WorldConfig", "all_captions", "caption", "centroid_offset", "collate",
-    "combos", "coverage", "from_uint8", "is_heldout", "make_loader", "materialize_split", "parse_caption",
+    "combos", "coverage", "flow_field", "from_uint8", "is_heldout", "make_loader", "materialize_split", "parse_caption",
     "render", "render_items", "sample_batch", "sample_params", "sdf_circle", "sdf_square", "sdf_triangle",
-    "time_reversed", "to_uint8", "vocabulary",
+    "time_reversed", "to_uint8", "velocity", "vocabulary",
 ]

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from minivid.data.world import COLOR_RGB, SQUARE_HALF, TRIANGLE_BASE, WorldConfig
+from minivid.data.world import COLOR_RGB, SQUARE_HALF, TRIANGLE_BASE, WorldConfig, velocity
 
 
 def sdf_circle(dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -136,3 +136,25 @@ def coverage_reference(shape: int, cx: float, cy: float, r: float, size: int, n_
 def shape_area(r: float) -> float:
     """Area (frame units^2) of any shape of radius r: pi r^2 (the shapes are equal-area)."""
     return math.pi * r * r
+
+
+def flow_field(x: torch.Tensor, direction: torch.Tensor, speed: torch.Tensor, world: WorldConfig) -> torch.Tensor:
+    """The exact optical flow of Shapes World clips: (N, 3, T, S, S) in [-1, 1] -> (N, 2, T, S, S).
+
+    Every pixel of the object moves with the clip's velocity (`world.velocity`), the background stands
+    still; each pixel's flow is weighted by its coverage (read from the pixels: the brightest channel,
+    since every colour has value 1 on a black background). Units: the fast speed is 1, so values stay
+    in [-1, 1]. direction, speed: (N,) long ids (-1 = an image: zero flow). A synthetic world can render
+    its flow exactly, like FlyingChairs; VideoJAM (arXiv:2502.02492) estimates it with RAFT instead.
+    """
+    if x.dim() != 5 or x.shape[1] != 3:
+        raise ValueError(f"x must be clips (N, 3, T, S, S), got {tuple(x.shape)}")
+    if direction.shape != (x.shape[0],) or speed.shape != (x.shape[0],):
+        raise ValueError(f"direction and speed must be ({x.shape[0]},), got {tuple(direction.shape)}, "
+                         f"{tuple(speed.shape)}")
+    frames = x.shape[2]
+    vx, vy = velocity(direction.cpu(), speed.cpu(), world, frames)
+    unit = world.speed_fast * world.speed_scale(frames)
+    v = (torch.stack([vx, vy], 1) / unit).clamp(-1, 1).to(x.device, x.dtype)  # (N, 2); clamp: rounding only
+    cov = ((x.float() + 1) / 2).amax(1, keepdim=True).clamp(0, 1).to(x.dtype)  # (N, 1, T, S, S)
+    return cov * v[:, :, None, None, None]

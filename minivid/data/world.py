@@ -194,12 +194,8 @@ def params_from_uniforms(u: torch.Tensor, split: str, kind: str, world: WorldCon
     else:
         direction = (u[:, 1] * 4).long().clamp_max(3)
         speed = (u[:, 2] * 2).long().clamp_max(1)
-    v = world.speed(speed)
-    travel = v * (world.frames - 1 if kind != "image" else 0)
-    sign = torch.where((direction == 0) | (direction == 2), -1.0, 1.0).double()
-    horizontal = direction <= 1
-    vx = torch.where(horizontal & (direction >= 0), sign * v, torch.zeros_like(v))
-    vy = torch.where(~horizontal, sign * v, torch.zeros_like(v))
+    vx, vy = velocity(direction, speed, world)
+    travel = world.speed(speed) * (world.frames - 1 if kind != "image" else 0)
     # start so that the whole path stays in [lo, hi] on the moving axis
     start_lo_x = lo + torch.where(vx < 0, travel, torch.zeros_like(travel))
     start_hi_x = hi - torch.where(vx > 0, travel, torch.zeros_like(travel))
@@ -210,6 +206,20 @@ def params_from_uniforms(u: torch.Tensor, split: str, kind: str, world: WorldCon
     choice = (u[:, 5:11] * 1e6).long()  # reduced modulo the number of options by the captioner
     return dict(color=color, shape=shape, size=size, direction=direction, speed=speed,
                 r=r, x0=x0, y0=y0, vx=vx, vy=vy, choice=choice)
+
+
+def velocity(direction: torch.Tensor, speed: torch.Tensor, world: WorldConfig,
+             frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Velocity (vx, vy), each (N,) float64 in frame units per frame, of direction and speed ids (N,) long.
+
+    Left/right move along x, up/down along y (y grows downward); id -1 (an image) -> (0, 0).
+    """
+    v = world.speed(speed, frames)
+    sign = torch.where((direction == 0) | (direction == 2), -1.0, 1.0).double()
+    horizontal = direction <= 1
+    vx = torch.where(horizontal & (direction >= 0), sign * v, torch.zeros_like(v))
+    vy = torch.where(~horizontal & (direction >= 0), sign * v, torch.zeros_like(v))
+    return vx, vy
 
 
 def sample_params(n: int, split: str, kind: str, world: WorldConfig,

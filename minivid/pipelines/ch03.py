@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from minivid.data import from_uint8, sample_batch, time_reversed
-from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
+from minivid.data import REVERSED_DIRECTION, WorldConfig, flow_field, from_uint8, sample_batch, time_reversed
+from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule, q_sample, training_target
 from minivid.models.unet3d import UNet3D, unet3d_config
 from minivid.pipelines import pick_preset
 from minivid.text import TextConditioner
@@ -55,6 +55,7 @@ class VideoRecipe:
     time_reversal: float = 0.5         # chance a clip is played backwards, with its caption's direction flipped
     temporal_weight: float = 0.0       # extra weight on frame-to-frame differences of the error (diffusion_loss)
     image_pool: int = 20000            # the plentiful image-text pairs (chapter 02's pool)
+    motion_channels: bool = True       # denoise the clip's optical flow with it (2 extra channels, VideoJAM-style)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,9 @@ def training_data(recipe: VideoRecipe, cond: TextConditioner) -> dict:
     vid = training_clips(recipe.size, recipe.frames, recipe.video_pool)  # the clips chapter 02's mini-CLIP saw
     img = training_pairs(recipe.size, recipe.image_pool)
     rev = encode_captions(cond, time_reversed(vid)["captions"]) if recipe.time_reversal else None
-    return {"video": {"x": vid["x"], "text": encode_captions(cond, vid["captions"]), "text_reversed": rev},
+    motion = {k: vid["labels"][k] for k in ("direction", "speed")}
+    return {"video": {"x": vid["x"], "text": encode_captions(cond, vid["captions"]), "text_reversed": rev,
+                      **motion},
             "image": {"x": img["x"], "text": encode_captions(cond, img["captions"]) if recipe.joint else None}}
 
 
@@ -150,22 +153,40 @@ def make_batch_fn(recipe: VideoRecipe, data: dict):
         vi = torch.randint(0, len(data["video"]["x"]), (n_vid,), generator=g)
         clips = from_uint8(data["video"]["x"][vi])                                # (Bv, 3, T, S, S)
         text = {k: v[vi] for k, v in data["video"]["text"].items()}
+        direction = data["video"]["direction"][vi]
         if recipe.time_reversal:                   # played backwards: the same clip moving the other way
             back = torch.rand(n_vid, generator=g) < recipe.time_reversal
             clips = torch.where(back[:, None, None, None, None], clips.flip(2), clips)
+            direction = torch.where(back, REVERSED_DIRECTION[direction], direction)
             text = {k: torch.where(back.view(-1, *[1] * (v.dim() - 1)), data["video"]["text_reversed"][k][vi], v)
                     for k, v in text.items()}
+        if recipe.motion_channels:
+            clips = with_motion(clips, direction, data["video"]["speed"][vi])
         x = [clips]
         text = {k: v[:, None].expand(n_vid, T, *v.shape[1:]) for k, v in text.items()}
         if n_img:
             ii = torch.randint(0, len(data["image"]["x"]), (n_img * T,), generator=g)
             imgs = from_uint8(data["image"]["x"][ii])                             # (Bi*T, 3, S, S)
-            x.append(imgs.reshape(n_img, T, *imgs.shape[1:]).transpose(1, 2))    # (Bi, 3, T, S, S)
+            imgs = imgs.reshape(n_img, T, *imgs.shape[1:]).transpose(1, 2)        # (Bi, 3, T, S, S)
+            if recipe.motion_channels:                                            # still images: no flow
+                imgs = torch.cat([imgs, imgs.new_zeros(n_img, 2, *imgs.shape[2:])], 1)
+            x.append(imgs)
             for k, v in data["image"]["text"].items():
                 text[k] = torch.cat([text[k], v[ii].reshape(n_img, T, *v.shape[1:])])
         image = torch.arange(recipe.batch_size) >= n_vid
         return {"x": torch.cat(x), "image": image, **text}
     return batch_fn
+
+
+def with_motion(clips: torch.Tensor, direction: torch.Tensor, speed: torch.Tensor) -> torch.Tensor:
+    """Clips (B, 3, T, S, S) -> (B, 5, T, S, S): RGB then the clip's flow (`minivid.data.flow_field`).
+
+    VideoJAM (Chefer et al. 2025, arXiv:2502.02492): a pixel loss barely notices which way a small object
+    moves, but the flow of a left-moving object is the negative of a right-moving one's everywhere on it,
+    so denoising the flow too makes the direction in the prompt matter to the loss.
+    """
+    world = WorldConfig(size=clips.shape[-1], frames=clips.shape[2])
+    return torch.cat([clips, flow_field(clips, direction, speed, world)], 1)
 
 
 def loss_fn_for(recipe: VideoRecipe, schedule: Schedule, null: dict):
@@ -189,8 +210,9 @@ def schedule_for(recipe: VideoRecipe) -> Schedule:
 
 
 def build_model(recipe: VideoRecipe, text_dim: int, **overrides) -> UNet3D:
+    io = {"in_channels": 5, "out_channels": 5} if recipe.motion_channels else {}
     return UNet3D(unet3d_config(recipe.unet, context_dim=text_dim, pooled_dim=text_dim,
-                                **{**recipe.unet_overrides, **overrides}))
+                                **{**recipe.unet_overrides, **io, **overrides}))
 
 
 def train_video(preset: str | Ch03Preset = "full", seed: int = 0, progress: bool = True,
@@ -241,24 +263,30 @@ def load_video_model(preset: str | Ch03Preset = "full", seed: int = 0, progress:
 @torch.no_grad()
 def generate(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: list[str], guidance: float = 3.0, *,
              objective: str = "v", steps: int = 50, seed: int = 0, frames: int = 8, size: int = 16,
-             batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+             batch_size: int = 64, progress: bool = True, return_motion: bool = False) -> torch.Tensor:
     """One clip per prompt with DDIM + classifier-free guidance: (B, 3, frames, size, size) in [-1, 1].
 
-    The initial noise depends only on `seed` and the position in the batch.
+    The initial noise depends only on `seed` and the position in the batch. A model with motion channels
+    (`VideoRecipe.motion_channels`) denoises the flow alongside: return_motion=True returns (clips, flow
+    (B, 2, frames, size, size)); without it only the clips come back.
     """
     if isinstance(prompts, str):
         prompts = [prompts]
+    c = model.cfg.in_channels
+    if return_motion and c != 5:
+        raise ValueError(f"return_motion needs a model with motion channels (in_channels 5), this one has {c}")
     g = make_generator(seed)
-    noise = torch.randn(len(prompts), 3, frames, size, size, generator=g)
+    noise = torch.randn(len(prompts), c, frames, size, size, generator=g)
     outs = []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
         b = len(chunk)
-        x = ddim_sample(model, (b, 3, frames, size, size), schedule, objective, steps=steps, cond=cond(chunk),
+        x = ddim_sample(model, (b, c, frames, size, size), schedule, objective, steps=steps, cond=cond(chunk),
                         uncond=cond.null(b), guidance_scale=guidance, clip=1.0, noise=noise[i:i + b], generator=g,
                         progress=progress, desc=f"DDIM-{steps} w={guidance:g} [{i + b}/{len(prompts)}]")
         outs.append(x)
-    return torch.cat(outs).clamp(-1, 1)
+    x = torch.cat(outs).clamp(-1, 1)
+    return (x[:, :3], x[:, 3:]) if return_motion else x[:, :3]
 
 
 @torch.no_grad()
@@ -269,22 +297,31 @@ def direction_reliance(model: UNet3D, schedule: Schedule, cond: TextConditioner,
     their own captions vs with the direction flipped (clips, noise and t unchanged).
 
     levels: noise levels as fractions of the schedule's T (0.3 -> t = 300 of 1000).
-    Returns {"true": loss, "flipped": loss, "gap": flipped - true} (means over levels). A gap near 0 means
+    Returns {"true": loss, "flipped": loss, "gap": flipped - true} (means over levels) on the RGB channels,
+    so models with and without motion channels compare; a motion-channel model (5 input channels) also gets
+    "flow_true", "flow_flipped" (its loss on the flow channels, fed the clips' true flow). A gap near 0 means
     the direction in the prompt does not change the denoiser's prediction.
     """
     b = sample_batch(n, kind="video_text", split="val", size=size, frames=frames, generator=make_generator(seed))
     flipped = time_reversed(b, seed)["captions"]
     g = make_generator(seed + 1)
-    out = {"true": 0.0, "flipped": 0.0}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         feats = {"true": cond(b["captions"]), "flipped": cond(flipped)}
+    x = b["x"]
+    motion = getattr(getattr(model, "cfg", None), "in_channels", 3) == 5
+    if motion:
+        x = with_motion(x, b["labels"]["direction"], b["labels"]["speed"])
+    out = {k: 0.0 for k in ("true", "flipped", *(("flow_true", "flow_flipped") if motion else ()))}
     for level in levels:
-        noise = torch.randn(b["x"].shape, generator=g)
+        noise = torch.randn(x.shape, generator=g)
         tt = torch.full((n,), min(int(level * schedule.T), schedule.T - 1), dtype=torch.long)
-        for k in out:
-            loss = diffusion_loss(model, b["x"], schedule, objective, cond=feats[k], t=tt, noise=noise)
-            out[k] += loss.item() / len(levels)
+        x_t, target = q_sample(x, tt, noise, schedule), training_target(objective, x, noise, tt, schedule)
+        for k in ("true", "flipped"):
+            err = (model(x_t, tt, **feats[k]) - target).pow(2)
+            out[k] += err[:, :3].mean().item() / len(levels)
+            if motion:
+                out[f"flow_{k}"] += err[:, 3:].mean().item() / len(levels)
     return {**out, "gap": out["flipped"] - out["true"]}
 
 
