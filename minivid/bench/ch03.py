@@ -127,7 +127,8 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
                                   frames=r.frames, size=r.size, seed=seed)
     figures["loss_own_captions"], figures["loss_direction_flipped"] = rel["true"], rel["flipped"]
     if "flow_true" in rel:
-        figures["flow_loss_own_captions"], figures["flow_loss_direction_flipped"] = rel["flow_true"], rel["flow_flipped"]
+        figures["flow_loss_own_captions"] = rel["flow_true"]
+        figures["flow_loss_direction_flipped"] = rel["flow_flipped"]
 
     # sampling time per clip
     rows = []
