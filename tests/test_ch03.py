@@ -84,6 +84,22 @@ def test_motion_channels_carry_each_clips_flow_and_zero_for_images():
     assert model.cfg.in_channels == model.cfg.out_channels == 5
 
 
+def test_generate_returns_the_flow_only_from_a_motion_channel_model():
+    p = ch03.get_preset("smoke")
+    cond = ch03.load_conditioner(p.video, progress=False)
+    schedule = ch03.schedule_for(p.video)
+    prompts = ["a big red circle moving to the right"] * 2
+    kw = dict(steps=2, frames=4, size=16, progress=False)
+    motion = ch03.build_model(p.video, cond.dim).eval()
+    x, flow = ch03.generate(motion, schedule, cond, prompts, return_motion=True, **kw)
+    assert x.shape == (2, 3, 4, 16, 16) and flow.shape == (2, 2, 4, 16, 16) and flow.abs().max() <= 1
+    assert torch.equal(ch03.generate(motion, schedule, cond, prompts, **kw), x)     # same seed, pixels only
+    rgb = ch03.build_model(replace(p.video, motion_channels=False), cond.dim).eval()
+    assert ch03.generate(rgb, schedule, cond, prompts, **kw).shape == (2, 3, 4, 16, 16)
+    with pytest.raises(ValueError, match="motion channels"):
+        ch03.generate(rgb, schedule, cond, prompts, return_motion=True, **kw)
+
+
 def test_caption_dropout_swaps_whole_items_for_the_null_caption():
     r = ch03.VideoRecipe(frames=3, size=8, batch_size=4, image_items=1, p_uncond=0.5)
     batch = ch03.make_batch_fn(r, _tiny_data(r))(0, torch.Generator().manual_seed(2))

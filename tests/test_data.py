@@ -132,6 +132,7 @@ def test_motion_is_linear_at_the_drawn_speed_and_stays_inside(frames):
     assert world.speed_scale(16) == 1.0 and world.speed_scale(32) < 1.0
 
 
+@pytest.mark.exercise("3.4")
 @pytest.mark.parametrize("frames", [8, 32])
 def test_flow_field_moves_the_object_pixels_at_the_clip_velocity(frames):
     world = WorldConfig(size=24, frames=frames)

@@ -153,8 +153,10 @@ def flow_field(x: torch.Tensor, direction: torch.Tensor, speed: torch.Tensor, wo
         raise ValueError(f"direction and speed must be ({x.shape[0]},), got {tuple(direction.shape)}, "
                          f"{tuple(speed.shape)}")
     frames = x.shape[2]
+    ### BEGIN SOLUTION  # exercise 3.4: the exact flow of a clip (velocity on the object's pixels)
     vx, vy = velocity(direction.cpu(), speed.cpu(), world, frames)
     unit = world.speed_fast * world.speed_scale(frames)
     v = (torch.stack([vx, vy], 1) / unit).clamp(-1, 1).to(x.device, x.dtype)  # (N, 2); clamp: rounding only
     cov = ((x.float() + 1) / 2).amax(1, keepdim=True).clamp(0, 1).to(x.dtype)  # (N, 1, T, S, S)
     return cov * v[:, :, None, None, None]
+    ### END SOLUTION

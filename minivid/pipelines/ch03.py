@@ -67,8 +67,8 @@ class Ch03Preset:
     guidance: float = 3.0              # default classifier-free guidance scale
     timing_steps: tuple[int, ...] = (50, 20)
     timing_clips: int = 8
-    ablation_steps: int = 800          # each arm of the joint-training ablation (both trained fresh)
-    ablation_samples: int = 128
+    ablation_steps: int | None = None  # each arm of the joint-training ablation; None: the recipe's own steps
+    ablation_samples: int | None = None  # its held-out prompts; None: the main evaluation's
 
 
 PRESETS = {
