@@ -33,6 +33,9 @@ from minivid.train import TrainConfig, train
 from minivid.utils import CheckpointError, cache_dir, load_checkpoint, make_generator
 
 
+RGB, FLOW = 3, 2                       # channels: the pixels, and the optical flow (motion channels only)
+
+
 @dataclass(frozen=True)
 class VideoRecipe:
     unet: str = "unet3d-tiny"
@@ -169,7 +172,7 @@ def make_batch_fn(recipe: VideoRecipe, data: dict):
             imgs = from_uint8(data["image"]["x"][ii])                             # (Bi*T, 3, S, S)
             imgs = imgs.reshape(n_img, T, *imgs.shape[1:]).transpose(1, 2)        # (Bi, 3, T, S, S)
             if recipe.motion_channels:                                            # still images: no flow
-                imgs = torch.cat([imgs, imgs.new_zeros(n_img, 2, *imgs.shape[2:])], 1)
+                imgs = torch.cat([imgs, imgs.new_zeros(n_img, FLOW, *imgs.shape[2:])], 1)
             x.append(imgs)
             for k, v in data["image"]["text"].items():
                 text[k] = torch.cat([text[k], v[ii].reshape(n_img, T, *v.shape[1:])])
@@ -179,7 +182,7 @@ def make_batch_fn(recipe: VideoRecipe, data: dict):
 
 
 def with_motion(clips: torch.Tensor, direction: torch.Tensor, speed: torch.Tensor) -> torch.Tensor:
-    """Clips (B, 3, T, S, S) -> (B, 5, T, S, S): RGB then the clip's flow (`minivid.data.flow_field`).
+    """Clips (B, 3, T, S, S) -> (B, 3 + 2, T, S, S): RGB then the clip's flow (`minivid.data.flow_field`).
 
     VideoJAM (Chefer et al. 2025, arXiv:2502.02492): a pixel loss barely notices which way a small object
     moves, but the flow of a left-moving object is the negative of a right-moving one's everywhere on it,
@@ -209,8 +212,13 @@ def schedule_for(recipe: VideoRecipe) -> Schedule:
     return make_schedule(recipe.schedule, recipe.T)
 
 
+def has_motion_channels(model) -> bool:
+    """Does the model denoise flow with the pixels (RGB + FLOW channels)? Plain callables: no."""
+    return getattr(getattr(model, "cfg", None), "in_channels", RGB) == RGB + FLOW
+
+
 def build_model(recipe: VideoRecipe, text_dim: int, **overrides) -> UNet3D:
-    io = {"in_channels": 5, "out_channels": 5} if recipe.motion_channels else {}
+    io = {"in_channels": RGB + FLOW, "out_channels": RGB + FLOW} if recipe.motion_channels else {}
     return UNet3D(unet3d_config(recipe.unet, context_dim=text_dim, pooled_dim=text_dim,
                                 **{**recipe.unet_overrides, **io, **overrides}))
 
@@ -273,8 +281,9 @@ def generate(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: 
     if isinstance(prompts, str):
         prompts = [prompts]
     c = model.cfg.in_channels
-    if return_motion and c != 5:
-        raise ValueError(f"return_motion needs a model with motion channels (in_channels 5), this one has {c}")
+    if return_motion and not has_motion_channels(model):
+        raise ValueError(f"return_motion needs a model with motion channels (in_channels {RGB + FLOW}), "
+                         f"this one has {c}")
     g = make_generator(seed)
     noise = torch.randn(len(prompts), c, frames, size, size, generator=g)
     outs = []
@@ -286,7 +295,7 @@ def generate(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: 
                         progress=progress, desc=f"DDIM-{steps} w={guidance:g} [{i + b}/{len(prompts)}]")
         outs.append(x)
     x = torch.cat(outs).clamp(-1, 1)
-    return (x[:, :3], x[:, 3:]) if return_motion else x[:, :3]
+    return (x[:, :RGB], x[:, RGB:]) if return_motion else x[:, :RGB]
 
 
 @torch.no_grad()
@@ -309,7 +318,7 @@ def direction_reliance(model: UNet3D, schedule: Schedule, cond: TextConditioner,
         warnings.simplefilter("ignore")
         feats = {"true": cond(b["captions"]), "flipped": cond(flipped)}
     x = b["x"]
-    motion = getattr(getattr(model, "cfg", None), "in_channels", 3) == 5
+    motion = has_motion_channels(model)
     if motion:
         x = with_motion(x, b["labels"]["direction"], b["labels"]["speed"])
     out = {k: 0.0 for k in ("true", "flipped", *(("flow_true", "flow_flipped") if motion else ()))}
@@ -319,9 +328,9 @@ def direction_reliance(model: UNet3D, schedule: Schedule, cond: TextConditioner,
         x_t, target = q_sample(x, tt, noise, schedule), training_target(objective, x, noise, tt, schedule)
         for k in ("true", "flipped"):
             err = (model(x_t, tt, **feats[k]) - target).pow(2)
-            out[k] += err[:, :3].mean().item() / len(levels)
+            out[k] += err[:, :RGB].mean().item() / len(levels)
             if motion:
-                out[f"flow_{k}"] += err[:, 3:].mean().item() / len(levels)
+                out[f"flow_{k}"] += err[:, RGB:].mean().item() / len(levels)
     return {**out, "gap": out["flipped"] - out["true"]}
 
 
@@ -356,4 +365,5 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
 
 __all__ = ["VideoRecipe", "Ch03Preset", "PRESETS", "get_preset", "checkpoint_path", "load_conditioner",
            "encode_captions", "training_data", "make_batch_fn", "loss_fn_for", "schedule_for", "build_model",
-           "train_video", "load_video_model", "generate", "direction_reliance", "cli_train", "cli_generate"]
+           "has_motion_channels", "with_motion", "train_video", "load_video_model", "generate", "direction_reliance",
+           "cli_train", "cli_generate"]

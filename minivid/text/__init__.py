@@ -36,9 +36,9 @@ from minivid.text.tokenizer import (
 from minivid.text.xattn import CrossAttentionRecorder, cross_attention
 
 __all__ = [
-    "CLIPConfig", "ImageEncoder", "ImageEncoderConfig", "MiniCLIP", "VideoEncoder", "VideoEncoderConfig", "attribute_match", "clip_loss",
-    "retrieval_accuracy", "similarity", "TextConditioner", "caption_dropout", "TEXT_ENCODER_PRESETS",
-    "TextEncoder", "TextEncoderConfig", "text_encoder_config", "EOS", "PAD", "SPECIALS", "UNK",
-    "PromptTruncatedWarning", "Tokenizer", "UnknownWordWarning", "normalize", "CrossAttentionRecorder",
+    "CLIPConfig", "ImageEncoder", "ImageEncoderConfig", "MiniCLIP", "VideoEncoder", "VideoEncoderConfig",
+    "attribute_match", "clip_loss", "retrieval_accuracy", "similarity", "TextConditioner", "caption_dropout",
+    "TEXT_ENCODER_PRESETS", "TextEncoder", "TextEncoderConfig", "text_encoder_config", "EOS", "PAD", "SPECIALS",
+    "UNK", "PromptTruncatedWarning", "Tokenizer", "UnknownWordWarning", "normalize", "CrossAttentionRecorder",
     "cross_attention",
 ]

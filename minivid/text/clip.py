@@ -229,5 +229,7 @@ def retrieval_accuracy(sim: torch.Tensor, match: torch.Tensor) -> dict:
     return {"i2t": i2t, "t2i": t2i}
 
 
-__all__ = ["ImageEncoderConfig", "VideoEncoderConfig", "CLIPConfig", "ImageEncoder", "VideoEncoder", "MiniCLIP", "clip_loss", "attribute_match",
-           "similarity", "retrieval_accuracy"]
+__all__ = [
+    "ImageEncoderConfig", "VideoEncoderConfig", "CLIPConfig", "ImageEncoder", "VideoEncoder", "MiniCLIP",
+    "clip_loss", "attribute_match", "similarity", "retrieval_accuracy",
+]
