@@ -1,6 +1,6 @@
 """Render measured benchmark results into the chapters: numbers are measured, never typed.
 
-A chapter marks where a table goes:
+A chapter marks where a table goes, each marker alone on its line:
 
     <!-- results:ch01:samplers -->
     (generated — do not edit)
@@ -11,6 +11,12 @@ A chapter marks where a table goes:
 naming the command, preset, seed, wall time and machine. `python -m minivid results render`
 rewrites the files; `--check` (and tests/test_results.py) fails when a chapter disagrees
 with its JSON.
+
+Rendering never touches text outside a well-formed block. A marker that is malformed, unclosed,
+nested or unmatched, a block naming a table or benchmark that does not exist, or a malformed
+results JSON, is a `ResultsError` naming the file and line ("one line": the CLI prints it as is),
+and then NO document is written: every document is rendered in memory first, then each changed
+one is replaced atomically (temp file + os.replace). Markers inside fenced code blocks are text.
 """
 from __future__ import annotations
 
@@ -19,22 +25,48 @@ import re
 from pathlib import Path
 
 from minivid.bench import table_markdown
-from minivid.utils import REPO_ROOT
+from minivid.utils import REPO_ROOT, atomic_write
 
 RESULTS_DIR = REPO_ROOT / "chapters" / "results"
-BLOCK_RE = re.compile(
-    r"(?P<open><!-- results:(?P<bench>[\w-]+):(?P<table>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /results -->)",
-    re.DOTALL,
-)
+OPEN_RE = re.compile(r"^\s*<!-- results:(?P<bench>[\w-]+):(?P<table>[\w-]+) -->\s*$")
+CLOSE_RE = re.compile(r"^\s*<!-- /results -->\s*$")
+NEAR_RE = re.compile(r"^\s*<!--\s*/?\s*results\b")          # looks like a marker: must then be an exact one
+FENCE_RE = re.compile(r"^\s*(```|~~~)")
+CLOSE = "<!-- /results -->"
+
+
+class ResultsError(ValueError):
+    """A results block or results JSON that cannot be rendered safely; the message is one line, `file:line: ...`."""
+
+
+def _show(path: Path) -> str:
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def load_record(bench: str, results_dir: Path = RESULTS_DIR) -> dict:
+    """The recorded JSON of benchmark `bench`; ResultsError naming the file when missing or malformed."""
     path = Path(results_dir) / f"{bench}.json"
+    rerun = f"`python -m minivid bench {bench} --preset full --out {_show(path)}`"
     if not path.exists():
-        raise FileNotFoundError(
-            f"no recorded results for {bench!r} at {path}; run "
-            f"`python -m minivid bench {bench} --preset full --out {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`")
-    return json.loads(path.read_text())
+        raise ResultsError(f"no recorded results for {bench!r} at {_show(path)}; run {rerun}")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{_show(path)}:{e.lineno}:{e.colno}: malformed results JSON ({e.msg}); fix it, "
+                           f"or restore it with `git checkout {_show(path)}`, or re-run {rerun}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{_show(path)}: cannot read the results JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(record, dict):
+        raise ResultsError(f"{_show(path)}: a results record must be a JSON object, got {type(record).__name__}")
+    missing = [k for k in ("bench", "preset", "seed", "wall_time_s", "date", "machine", "figures", "tables")
+               if k not in record]
+    if missing:
+        raise ResultsError(f"{_show(path)}: results JSON lacks {', '.join(missing)}; re-run {rerun}")
+    return record
 
 
 def provenance(record: dict) -> str:
@@ -45,26 +77,61 @@ def provenance(record: dict) -> str:
 
 
 def render_block(record: dict, table: str) -> str:
+    """The body of a block: the table (or the figures) as markdown plus the provenance line."""
     if table == "figures":
         rows = [{"figure": k, "value": v} for k, v in record["figures"].items()]
     else:
         if table not in record["tables"]:
-            raise KeyError(f"results/{record['bench']}.json has no table {table!r} "
-                           f"(tables: {', '.join(record['tables']) or 'none'})")
+            raise ResultsError(f"results/{record['bench']}.json has no table {table!r} "
+                               f"(tables: {', '.join(record['tables']) or 'none'})")
         rows = record["tables"][table]
-    return table_markdown(rows) + "\n\n" + provenance(record) + "\n"
+    try:
+        return table_markdown(rows) + "\n\n" + provenance(record) + "\n"
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ResultsError(f"results/{record['bench']}.json: cannot render table {table!r} "
+                           f"({type(e).__name__}: {e}); re-run its benchmark") from None
 
 
-def render_text(text: str, results_dir: Path = RESULTS_DIR) -> str:
+def render_text(text: str, results_dir: Path = RESULTS_DIR, name: str = "<text>") -> str:
+    """`text` with every results block re-rendered; ResultsError (`name:line: ...`) if any block is unsafe."""
     cache: dict[str, dict] = {}
-
-    def sub(m: re.Match) -> str:
-        bench = m.group("bench")
-        if bench not in cache:
-            cache[bench] = load_record(bench, results_dir)
-        return m.group("open") + render_block(cache[bench], m.group("table")) + m.group("close")
-
-    return BLOCK_RE.sub(sub, text)
+    out: list[str] = []
+    opened: tuple[int, re.Match] | None = None      # (line number, match) of the block being replaced
+    fence = None
+    for i, line in enumerate(text.splitlines(keepends=True), start=1):
+        if opened is None and (f := FENCE_RE.match(line)):
+            fence = None if fence == f.group(1) else (fence or f.group(1))
+        if fence is not None:
+            out.append(line)
+            continue
+        where = f"{name}:{i}"
+        if m := OPEN_RE.match(line):
+            if opened is not None:
+                raise ResultsError(f"{where}: a results block opens while the one opened at line {opened[0]} is "
+                                   f"still open; add its missing `{CLOSE}` after its table (before line {i})")
+            opened = (i, m)
+            out.append(line)
+        elif CLOSE_RE.match(line):
+            if opened is None:
+                raise ResultsError(f"{where}: `{CLOSE}` without an opening `<!-- results:BENCH:TABLE -->` marker")
+            bench, table = opened[1].group("bench"), opened[1].group("table")
+            try:
+                if bench not in cache:
+                    cache[bench] = load_record(bench, results_dir)
+                out.append(render_block(cache[bench], table))
+            except ResultsError as e:
+                raise ResultsError(f"{name}:{opened[0]}: block `{bench}:{table}`: {e}") from None
+            out.append(line)
+            opened = None
+        elif NEAR_RE.match(line):
+            raise ResultsError(f"{where}: malformed results marker {line.strip()!r}; write "
+                               f"`<!-- results:BENCH:TABLE -->` or `{CLOSE}`, alone on the line")
+        elif opened is None:
+            out.append(line)                          # text outside blocks is kept byte for byte
+    if opened is not None:
+        raise ResultsError(f"{name}:{opened[0]}: results block `{opened[1].group('bench')}:"
+                           f"{opened[1].group('table')}` is never closed; add `{CLOSE}` after its table")
+    return "".join(out)
 
 
 def documents(root: Path = REPO_ROOT) -> list[Path]:
@@ -73,15 +140,31 @@ def documents(root: Path = REPO_ROOT) -> list[Path]:
 
 
 def render_all(check: bool = False, root: Path = REPO_ROOT) -> list[Path]:
-    """Re-render every document; with check=True write nothing and return the stale ones."""
-    stale = []
+    """Re-render every document; with check=True write nothing and return the stale ones.
+
+    Every document is rendered first; any problem raises ResultsError (the first, plus how many more)
+    before a single file is written, in both modes. Then each stale document is replaced atomically.
+    """
+    root = Path(root)
+    rendered, problems = [], []
     for doc in documents(root):
         if not doc.exists():
             continue
-        old = doc.read_text()
-        new = render_text(old, root / "chapters" / "results")
+        try:
+            old = doc.read_text(encoding="utf-8")
+            new = render_text(old, root / "chapters" / "results", name=_show(doc))
+        except ResultsError as e:
+            problems.append(str(e))
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{_show(doc)}: cannot read it ({type(e).__name__}: {e})")
+            continue
         if new != old:
-            stale.append(doc)
-            if not check:
-                doc.write_text(new)
-    return stale
+            rendered.append((doc, new))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
+        raise ResultsError(f"{problems[0]}{more}; nothing was written")
+    if not check:
+        for doc, new in rendered:
+            atomic_write(doc, lambda f, text=new: f.write(text), binary=False)
+    return [doc for doc, _ in rendered]

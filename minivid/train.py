@@ -1,12 +1,19 @@
 """The one training loop every chapter uses.
 
 AdamW + warmup, gradient clipping, EMA weights, a tqdm bar with the loss, an optional
-evaluation hook, atomic checkpoints, exact resume, NaN detection, and DDP under `torchrun`.
+evaluation hook, atomic and locked checkpoints, exact resume, a NaN/inf guard, and DDP under
+`torchrun` (https://pytorch.org/docs/stable/notes/ddp.html; AdamW: arXiv:1711.05101).
 
 Exact resume rests on one rule: **a training step is a pure function of (state, step)**.
 The batch and the diffusion noise of step `s` come from generators seeded with
 `(seed, s, rank)`, and the global torch RNG (dropout) is reseeded the same way, so a run that
 is killed and resumed from its last checkpoint replays exactly the steps it would have taken.
+Resuming therefore refuses a checkpoint trained with another recipe (`RESULT_FIELDS`).
+
+Nothing non-finite reaches the weights: the loss and gradient norm are checked before each
+optimiser step (under DDP, all ranks agree in one all-reduce) and training stops with
+`TrainingDiverged` naming the step; the checkpoint on disk stays the last finite one. A run holds
+`<ckpt>.lock`, so a second run of the same checkpoint waits, then resumes or returns at once.
 
     cfg = TrainConfig(steps=2000, batch_size=64, lr=2e-4, ckpt_path="checkpoints/ch01.pt")
     state = train(model, loss_fn, batch_fn, cfg)
@@ -15,7 +22,9 @@ is killed and resumed from its last checkpoint replays exactly the steps it woul
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,11 +35,26 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from minivid.utils import CheckpointError, atomic_save, default_device, load_checkpoint, make_generator
+from minivid.utils import (
+    CheckpointError,
+    atomic_save,
+    check_finite_state,
+    check_same_config,
+    default_device,
+    file_lock,
+    load_checkpoint,
+    make_generator,
+    nonfinite_entries,
+    to_plain,
+)
+
+# The TrainConfig fields that change what a step computes: a resume must match them. Not `steps`
+# (a finished run may be continued), nor progress/desc/ckpt_every/log_every/device/command.
+RESULT_FIELDS = ("lr", "betas", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "seed", "batch_size")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, the gradients or the weights became NaN or infinite; training stopped at a named step."""
 
 
 @dataclass
@@ -52,12 +76,15 @@ class TrainConfig:
     device: str | None = None          # None: CUDA when present, else CPU
     progress: bool = True
     desc: str = "train"
+    command: str | None = None         # the command that runs this training, named in error messages
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"TrainConfig: need steps >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"TrainConfig.ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
 
 
 @dataclass
@@ -65,9 +92,10 @@ class TrainState:
     model: torch.nn.Module          # the trained (unwrapped) model
     ema: torch.nn.Module | None     # its EMA copy (use this one for sampling)
     step: int
-    history: list[dict] = field(default_factory=list)   # [{"step", "loss", ...metrics}]
+    history: list[dict] = field(default_factory=list)   # [{"step", "loss", "grad_norm", ...metrics}]
     evals: list[dict] = field(default_factory=list)     # [{"step", ...eval_fn output}]
     resumed_from: int | None = None
+    saved_step: int | None = None   # the step of the checkpoint on disk (written or resumed), if any
 
     @property
     def sampling_model(self) -> torch.nn.Module:
@@ -114,23 +142,38 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
-def ddp_context() -> tuple[int, int]:
-    """(rank, world_size); initialises the process group when launched by torchrun."""
+def grad_norm(params: list[torch.nn.Parameter], max_norm: float | None) -> torch.Tensor:
+    """The global L2 norm of the gradients (before clipping), clipping them to max_norm if given."""
+    if max_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+
+
+def ddp_context(device: torch.device | None = None) -> tuple[int, int]:
+    """(rank, world_size); under torchrun, joins the process group (NCCL on GPU LOCAL_RANK, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
+        if cuda:
+            _set_local_cuda_device()
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
-def ddp_cleanup() -> None:
-    """End a torchrun job cleanly: wait for every rank, then tear the process group down.
+def _set_local_cuda_device() -> torch.device:
+    local, n = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if local >= n:
+        raise RuntimeError(f"LOCAL_RANK={local} but {n} GPU(s) visible: use torchrun --nproc_per_node <= {n}")
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
 
-    Without it, gloo's background threads can still be running when the interpreter exits,
-    and a rank aborts ("terminate called without an active exception").
-    """
+
+def ddp_cleanup() -> None:
+    """End a torchrun job: wait for every rank, then tear the group down (else gloo's threads, still
+    running at interpreter exit, can abort a rank: "terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -141,6 +184,40 @@ def _split_loss(out) -> tuple[torch.Tensor, dict]:
         loss, metrics = out
         return loss, {k: float(v) for k, v in metrics.items()}
     return out, {}
+
+
+def _sync_device(device: torch.device) -> torch.device:
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _health(loss: torch.Tensor, gnorm: torch.Tensor, rank: int, world: int, device: torch.device):
+    """(mean loss over ranks, grad norm, [(rank, loss) non-finite]): one all-reduce, so all ranks agree."""
+    if world == 1:
+        lv, gv = float(loss.detach()), float(gnorm)
+        return lv, gv, ([] if math.isfinite(lv) else [(0, lv)])
+    vec = torch.zeros(2 * world, dtype=torch.float64, device=_sync_device(device))
+    vec[rank] = loss.detach().double().reshape(())
+    vec[world + rank] = gnorm.detach().double().reshape(())
+    dist.all_reduce(vec)                      # each slot holds one rank's value (others add 0)
+    losses, gnorms = vec[:world].tolist(), vec[world:].tolist()
+    gv = next((g for g in gnorms if not math.isfinite(g)), max(gnorms))
+    return sum(losses) / world, gv, [(r, v) for r, v in enumerate(losses) if not math.isfinite(v)]
+
+
+def _diverged(step: int, lv: float, gv: float, bad: list, world: int, cfg: TrainConfig,
+              ckpt: Path | None, state: TrainState) -> TrainingDiverged:
+    if bad:
+        where = "" if world == 1 else " on rank " + ", ".join(str(r) for r, _ in bad) + f" (of {world})"
+        what = f"the loss is {bad[0][1]}{where}"
+    else:
+        what = f"the gradient norm is {gv} (the loss, {lv:.4g}, is finite)"
+    kept = (f"the last good checkpoint {ckpt} is kept (step {state.saved_step})" if state.saved_step is not None
+            else "no checkpoint was written" + (f"; {ckpt} was left as it was" if ckpt and ckpt.exists() else ""))
+    fix = f"lower the learning rate (lr={cfg.lr:g}) or clip gradients (grad_clip={cfg.grad_clip})"
+    fix = (f"Resuming would replay the same steps: {fix}, then delete {ckpt} and run "
+           f"{f'`{cfg.command}`' if cfg.command else 'again'}" if ckpt else f"To fix it, {fix} and run again")
+    return TrainingDiverged(f"training diverged at step {step} ({cfg.desc}): {what}; stopped before the optimiser "
+                            f"step, so no non-finite value reached the weights, and {kept}. {fix}.")
 
 
 # ----------------------------------------------------------------------------- loop
@@ -157,11 +234,23 @@ def train(
 
     params: the parameters to optimise (default: all with requires_grad). Chapters that
     freeze a pretrained model and train inserted layers pass just the new ones.
+    Raises TrainingDiverged (non-finite loss/gradients/weights), CheckpointError (a checkpoint
+    that is unreadable, non-finite, of another model, or trained with another recipe).
     """
     device = torch.device(cfg.device) if cfg.device else default_device()
-    rank, world = ddp_context()
+    rank, world = ddp_context(device)
     if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        device = _set_local_cuda_device()
+    ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else None
+    # rank 0 holds the checkpoint's lock for the whole run; the other ranks wait for it at the barrier
+    lock = file_lock(ckpt, cfg.desc) if ckpt is not None and rank == 0 else contextlib.nullcontext()
+    with lock:
+        if world > 1:
+            dist.barrier()
+        return _train(model, loss_fn, batch_fn, cfg, eval_fn, params, device, rank, world, ckpt)
+
+
+def _train(model, loss_fn, batch_fn, cfg, eval_fn, params, device, rank, world, ckpt) -> TrainState:
     model = model.to(device)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
@@ -172,18 +261,17 @@ def train(
         ema = copy.deepcopy(model).requires_grad_(False).eval()
 
     state = TrainState(model=model, ema=ema, step=0)
-    ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else None
     if ckpt is not None and cfg.resume and ckpt.exists():
-        _restore(ckpt, state, opt)
-        state.resumed_from = state.step
+        _restore(ckpt, state, opt, cfg)
+        state.resumed_from = state.saved_step = state.step
 
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    bar = tqdm(total=cfg.steps, initial=state.step, desc=cfg.desc, disable=not cfg.progress or rank != 0,
-               dynamic_ncols=True, leave=True)
+    bar = tqdm(total=cfg.steps, initial=min(state.step, cfg.steps), desc=cfg.desc,
+               disable=not cfg.progress or rank != 0, dynamic_ncols=True, leave=True)
     model.train()
     running = None
     try:
@@ -197,28 +285,20 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             loss, metrics = _split_loss(loss_fn(net, batch, gen))
-            if not torch.isfinite(loss.detach()).all():
-                last = f"the last good checkpoint {ckpt} is kept" if ckpt and ckpt.exists() else "no checkpoint was written"
-                raise TrainingDiverged(
-                    f"loss is {loss.item()} at step {step} ({cfg.desc}); stopped, {last}. "
-                    f"Try a lower learning rate (lr={cfg.lr:g}) or gradient clipping (grad_clip={cfg.grad_clip}).")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            gnorm = None
-            if cfg.grad_clip is not None:
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            gnorm = grad_norm(params, cfg.grad_clip)
+            lv, gv, bad = _health(loss, gnorm, rank, world, device)    # the loss is the mean over ranks
+            if bad or not math.isfinite(gv):
+                raise _diverged(step, lv, gv, bad, world, cfg, ckpt, state)
             opt.step()
             if ema is not None:
                 ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
             state.step = step + 1
 
-            lv = float(loss.detach())
             running = lv if running is None else 0.9 * running + 0.1 * lv
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-                rec = {"step": state.step, "loss": lv, **metrics}
-                if gnorm is not None:
-                    rec["grad_norm"] = gnorm
-                state.history.append(rec)
+                state.history.append({"step": state.step, "loss": lv, **metrics, "grad_norm": gv})
                 bar.set_postfix(loss=f"{running:.4f}")
             bar.update(1)
             if eval_fn is not None and cfg.eval_every and state.step % cfg.eval_every == 0:
@@ -226,36 +306,61 @@ def train(
                 state.evals.append({"step": state.step, **(res or {})})
                 model.train()
             if ckpt is not None and cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
-                save_train_checkpoint(ckpt, state, opt, cfg, rank)
+                _save_synced(ckpt, state, opt, cfg, rank, world, device)
     finally:
         bar.close()
-    if ckpt is not None and (state.resumed_from != cfg.steps):
-        save_train_checkpoint(ckpt, state, opt, cfg, rank)
+    if ckpt is not None and state.saved_step != state.step:        # not already on disk
+        _save_synced(ckpt, state, opt, cfg, rank, world, device)
     model.eval()
     return state
 
 
 def save_train_checkpoint(path: Path, state: TrainState, opt, cfg: TrainConfig, rank: int = 0) -> None:
-    """Everything needed to resume exactly, written atomically (rank 0 only)."""
+    """Everything needed to resume exactly, written atomically (rank 0 only); never non-finite weights."""
     if rank != 0:
         return
-    obj = {
-        "format": "minivid-train-v1",
-        "step": state.step,
-        "model": state.model.state_dict(),
-        "ema": state.ema.state_dict() if state.ema is not None else None,
-        "opt": opt.state_dict(),
-        "history": state.history,
-        "evals": state.evals,
-        "train_config": _plain(asdict(cfg)),
-    }
+    weights = {"model": state.model.state_dict(), "ema": state.ema.state_dict() if state.ema is not None else {}}
+    if bad := nonfinite_entries(weights):
+        kept = f"; the last good one (step {state.saved_step}) is kept" if state.saved_step is not None else ""
+        raise TrainingDiverged(f"the weights are non-finite after step {state.step} ({cfg.desc}: {', '.join(bad[:3])})"
+                               f"; {path} was not written{kept}. Lower the learning rate (lr={cfg.lr:g}).")
+    obj = {"format": "minivid-train-v1", "step": state.step, "model": weights["model"],
+           "ema": weights["ema"] if state.ema is not None else None, "opt": opt.state_dict(),
+           "history": state.history, "evals": state.evals, "train_config": to_plain(asdict(cfg))}
     atomic_save(obj, path)
+    state.saved_step = state.step
 
 
-def _restore(path: Path, state: TrainState, opt) -> None:
-    ck = load_checkpoint(path, how_to_retrain=f"delete {path} and run the training again")
+def _save_synced(path: Path, state: TrainState, opt, cfg: TrainConfig, rank: int, world: int,
+                 device: torch.device) -> None:
+    """Rank 0 saves; under DDP every rank then waits for it (and all raise if the save failed)."""
+    err = None
+    try:
+        save_train_checkpoint(path, state, opt, cfg, rank)
+    except Exception as e:  # re-raised below, once the other ranks know
+        err = e
+    if world > 1:                             # 0: saved, 1: non-finite weights, 2: another error
+        flag = torch.tensor([0.0 if err is None else 1.0 if isinstance(err, TrainingDiverged) else 2.0],
+                            device=_sync_device(device))
+        dist.all_reduce(flag)                 # the barrier: no rank runs ahead of the save
+        if flag.item() and err is None:
+            kind = TrainingDiverged if flag.item() == 1 else CheckpointError
+            err = kind(f"rank 0 could not write {path} at step {state.step} (its message says why)")
+        if err is None:
+            state.saved_step = state.step
+    if err is not None:
+        raise err
+
+
+def _restore(path: Path, state: TrainState, opt, cfg: TrainConfig) -> None:
+    redo = f"delete {path} and run the training again"
+    ck = load_checkpoint(path, redo, retrain_cmd=cfg.command, check_finite=False)
     if ck.get("format") != "minivid-train-v1":
         raise CheckpointError(f"checkpoint {path} is not a minivid training checkpoint; delete it and retrain.")
+    for key in ("model", "ema", "opt"):          # never resume from (or into) NaN/inf weights
+        if isinstance(ck.get(key), dict):
+            check_finite_state(ck[key], path, cfg.command, redo)
+    check_same_config(path, ck.get("train_config"), to_plain(asdict(cfg)), RESULT_FIELDS, cfg.command)
     try:
         state.model.load_state_dict(ck["model"])
         if state.ema is not None and ck.get("ema") is not None:
@@ -269,17 +374,6 @@ def _restore(path: Path, state: TrainState, opt) -> None:
     state.evals = list(ck.get("evals", []))
 
 
-def _plain(x):
-    """Config dicts -> only types torch.load(weights_only=True) accepts."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, (int, float, str, bool)) or x is None:
-        return x
-    return str(x)
-
-
 def _maybe_crash_for_tests(step: int) -> None:
     """Tests simulate a hard kill (no cleanup, no final checkpoint) at a given step."""
     at = os.environ.get("MINIVID_TEST_CRASH_AT_STEP")
@@ -291,15 +385,18 @@ def replica_max_difference(model: torch.nn.Module) -> float:
     """Under DDP: max abs difference of parameters across ranks (0.0 means identical)."""
     if not (dist.is_available() and dist.is_initialized()):
         return 0.0
-    flat = torch.cat([p.detach().flatten().float() for p in model.parameters()]).cpu()
+    flat = torch.cat([p.detach().flatten().float() for p in model.parameters()])
+    flat = flat.to(_sync_device(flat.device))
     gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, flat)
     return max(float((g - flat).abs().max()) for g in gathered)
 
 
 def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of `model` (only those with requires_grad when trainable_only)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["TrainConfig", "TrainState", "TrainingDiverged", "train", "to_device", "step_seed",
-           "save_train_checkpoint", "count_params", "ema_update", "lr_at", "replica_max_difference", "ddp_cleanup"]
+__all__ = ["TrainConfig", "TrainState", "TrainingDiverged", "RESULT_FIELDS", "train", "to_device", "step_seed",
+           "save_train_checkpoint", "count_params", "ema_update", "lr_at", "grad_norm", "replica_max_difference",
+           "ddp_context", "ddp_cleanup"]

@@ -1,15 +1,19 @@
-"""The training loop: exact resume after a hard kill, NaN stop, corrupt checkpoints, DDP."""
+"""The training loop: exact resume after a hard kill, the NaN/inf guard, checkpoints that are never
+non-finite, corrupt, clobbered or of another recipe, file locks and permissions. DDP: tests/test_ddp.py."""
 import os
+import stat
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from minivid.testing import assert_close
-from minivid.train import TrainConfig, TrainingDiverged, ema_decay_at, lr_at, train
-from minivid.utils import CheckpointError, atomic_save, load_checkpoint
+from minivid.train import TrainConfig, TrainingDiverged, count_params, ema_decay_at, lr_at, train
+from minivid.utils import CheckpointError, atomic_save, check_finite_state, load_checkpoint, unfinished_checkpoint_error
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_worker as W  # noqa: E402
@@ -54,10 +58,92 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     def batch_fn(step, g):
         return {**W.batch_fn(step, g), "step": step}
 
-    with pytest.raises(TrainingDiverged, match=r"step 7.*last good checkpoint .*nan\.pt is kept"):
+    with pytest.raises(TrainingDiverged, match=r"step 7 .*the loss is nan;.*last good checkpoint .*nan\.pt is kept "
+                                               r"\(step 5\).*lr=0\.003"):
         train(W.toy_model(), loss_fn, batch_fn, W.config(str(ckpt), 20))
     ck = load_checkpoint(ckpt)
     assert ck["step"] == 5 and all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+class _InfGrad(torch.autograd.Function):
+    """Identity forward (the loss stays finite); backward multiplies the gradient by inf."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("inf")
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, None])
+def test_infinite_gradient_stops_before_the_step_and_keeps_the_last_finite_checkpoint(tmp_path, grad_clip):
+    ckpt = tmp_path / "inf.pt"
+
+    def loss_fn(model, batch, g):
+        loss = W.loss_fn(model, batch, g)
+        return _InfGrad.apply(loss) if batch["step"] == 4 else loss
+
+    def batch_fn(step, g):
+        return {**W.batch_fn(step, g), "step": step}
+
+    with pytest.raises(TrainingDiverged, match=r"step 4 .*gradient norm is (inf|nan) \(the loss, [0-9.]+, is finite\)"
+                                               r".*inf\.pt is kept \(step 4\)"):
+        train(W.toy_model(), loss_fn, batch_fn, W.config(str(ckpt), 10, ckpt_every=1, grad_clip=grad_clip))
+    ck = load_checkpoint(ckpt)
+    four = train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(None, 4, grad_clip=grad_clip))
+    assert ck["step"] == 4                                   # the state before step 4, not after it
+    for name, p in four.model.state_dict().items():
+        assert torch.isfinite(ck["model"][name]).all() and torch.equal(ck["model"][name], p), name
+    for name, p in four.ema.state_dict().items():
+        assert torch.equal(ck["ema"][name], p), name
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    ckpt = tmp_path / "w.pt"
+    atomic_save({"sentinel": torch.ones(1)}, ckpt)
+    with pytest.raises(TrainingDiverged, match=r"weights are non-finite after step 1 .*w\.pt was not written"):
+        train(W.toy_model(), W.loss_fn, W.batch_fn,      # lr=inf: finite loss and grads, then inf/NaN weights
+              W.config(str(ckpt), 5, ckpt_every=1, lr=float("inf"), resume=False, warmup_steps=0))
+    assert torch.equal(torch.load(ckpt)["sentinel"], torch.ones(1))
+
+
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(str(ckpt), 5))
+    ck = torch.load(ckpt)
+    ck["ema"]["0.weight"][1, 2] = float("nan")
+    torch.save(ck, ckpt)
+    with pytest.raises(CheckpointError, match=r"run\.pt holds non-finite weights \(NaN or inf in 0\.weight\).*"
+                                              r"Delete it and run `python -m minivid train ch09`"):
+        load_checkpoint(ckpt, retrain_cmd="python -m minivid train ch09")
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(str(ckpt), 10))
+    assert load_checkpoint(ckpt, check_finite=False)["step"] == 5
+    with pytest.raises(CheckpointError, match=r"and 2 more"):
+        check_finite_state({f"w{i}": torch.tensor([float("inf")]) for i in range(5)}, ckpt)
+    check_finite_state({"w": torch.ones(2), "n": torch.tensor(3)}, ckpt)        # finite: no error
+
+
+def test_resume_refuses_a_changed_recipe_but_allows_more_steps(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(str(ckpt), 5))
+    with pytest.raises(CheckpointError, match=r"cannot resume .*run\.pt.*lr=0\.003 in the checkpoint but 0\.001 now; "
+                                              r"seed=7 in the checkpoint but 8 now\).*delete it and run `train x`"):
+        train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(str(ckpt), 10, lr=1e-3, seed=8, command="train x"))
+    for field, value in [("betas", (0.8, 0.999)), ("weight_decay", 0.1), ("warmup_steps", 0), ("grad_clip", None),
+                         ("ema_decay", 0.99), ("batch_size", 8)]:
+        with pytest.raises(CheckpointError, match=f"{field}="):
+            train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(str(ckpt), 10, **{field: value}))
+    # more steps, and the fields that do not change a step, resume
+    state = train(W.toy_model(), W.loss_fn, W.batch_fn,
+                  W.config(str(ckpt), 8, ckpt_every=2, log_every=3, desc="other", command="c"))
+    assert state.resumed_from == 5 and state.step == 8
+    ck = torch.load(ckpt)                                   # a checkpoint from before train_config: still resumes
+    del ck["train_config"]
+    torch.save(ck, ckpt)
+    assert train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(str(ckpt), 9, lr=1e-3)).resumed_from == 8
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -68,6 +154,16 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path, damage):
     ckpt.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 10, "empty": b""}[damage])
     with pytest.raises(CheckpointError, match=r"run\.pt is corrupt or truncated.*(delete|retrain)"):
         train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(str(ckpt), 10))
+    with pytest.raises(CheckpointError, match=r"run\.pt is corrupt or truncated .*\. Delete it and run `train y`\.$"):
+        train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(str(ckpt), 10, command="train y"))
+
+
+def test_messages_never_say_delete_for_an_unfinished_checkpoint(tmp_path):
+    e = unfinished_checkpoint_error(Path("checkpoints/c.pt"), 250, 1000, "python -m minivid train ch03")
+    assert str(e).endswith("is unfinished (step 250 of 1000); run `python -m minivid train ch03` to finish it "
+                           "(it resumes from step 250)") and "delete" not in str(e).lower()
+    with pytest.raises(CheckpointError, match=r"not found: .*c\.pt\. Run `python -m minivid train ch03` to create it"):
+        load_checkpoint(tmp_path / "c.pt", retrain_cmd="python -m minivid train ch03")
 
 
 def test_checkpoint_of_another_model_is_rejected_clearly(tmp_path):
@@ -91,7 +187,87 @@ def test_atomic_save_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
         atomic_save({"v": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["v"], torch.ones(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]      # no temp file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt", "x.pt.lock"]      # no temp file left behind
+
+
+def test_files_get_the_users_normal_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_save({"v": torch.ones(1)}, tmp_path / "a.pt")              # mkstemp alone would give 0600
+        os.umask(0o002)
+        train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(str(tmp_path / "b.pt"), 2))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.pt").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "b.pt").stat().st_mode) == 0o664
+    os.chmod(tmp_path / "a.pt", 0o600)                 # as older versions wrote it: the next save heals it
+    atomic_save({"v": torch.zeros(1)}, tmp_path / "a.pt")
+    assert stat.S_IMODE((tmp_path / "a.pt").stat().st_mode) == 0o666 & ~old
+
+
+def test_permission_errors_are_reported_as_permission_problems(tmp_path, monkeypatch):
+    path = tmp_path / "p.pt"
+    atomic_save({"model": {}}, path)
+    if os.geteuid() == 0:           # root reads any file: simulate what a normal user gets
+        def denied(*a, **k):
+            raise PermissionError(13, "Permission denied", str(path))
+        monkeypatch.setattr(torch, "load", denied)
+        monkeypatch.setattr(tempfile, "mkstemp", denied)
+    else:
+        path.chmod(0)
+        tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*p\.pt: permission denied") as e:
+            load_checkpoint(path)
+        assert "corrupt" in str(e.value) and "not corrupt" in str(e.value)
+        with pytest.raises(CheckpointError, match=r"cannot write .*q\.pt: permission denied"):
+            atomic_save({"v": 1}, tmp_path / "q.pt")
+    finally:
+        tmp_path.chmod(0o700)
+        path.chmod(0o600)
+
+
+def test_a_second_run_of_the_same_checkpoint_waits_then_reuses_it(tmp_path, capsys):
+    """Two processes, one checkpoint: the second (this one) waits for the first's lock, then trains nothing."""
+    ckpt, started, go = tmp_path / "run.pt", tmp_path / "started", tmp_path / "go"
+    a = subprocess.Popen([sys.executable, WORKER, str(ckpt), str(tmp_path / "a"), "20"], stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MINIVID_TEST_STARTED": str(started),
+                                         "MINIVID_TEST_GO": str(go)})
+    seen = []
+
+    def release_a_once_we_wait():
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 30 and "another process is writing" not in "".join(seen):
+            seen.append(capsys.readouterr().err)
+            time.sleep(0.02)
+        go.touch()
+
+    try:
+        t0 = time.monotonic()
+        while not started.exists() and time.monotonic() - t0 < 60:     # a holds the lock, stopped at step 0
+            time.sleep(0.02)
+        releaser = threading.Thread(target=release_a_once_we_wait)
+        releaser.start()
+        rec = W.Recorder(0)
+        b = train(W.toy_model(), rec.loss_fn, rec.batch_fn, W.config(str(ckpt), 20))
+        releaser.join()
+    finally:
+        go.touch()
+        assert a.wait(60) == 0, a.stderr.read()
+    assert "another process is writing" in "".join(seen)
+    ra = torch.load(tmp_path / "a.0")
+    assert ra["batch_calls"] == 20 and ra["resumed_from"] is None
+    assert rec.calls == 0 and b.resumed_from == 20                     # the second run trained nothing
+    assert all(torch.equal(p, q) for p, q in zip(ra["params"], b.model.parameters()))
+    ck = load_checkpoint(ckpt)                                          # intact, and a's
+    assert ck["step"] == 20 and all(torch.equal(v, p) for v, p in zip(ck["model"].values(), ra["params"]))
+
+
+def test_count_params():
+    m = W.toy_model()
+    assert count_params(m) == 4 * 32 + 32 + 32 + 1
+    m[0].requires_grad_(False)
+    assert count_params(m, trainable_only=True) == 32 + 1 and count_params(m) == 4 * 32 + 32 + 32 + 1
 
 
 def test_missing_checkpoint_error_says_how_to_retrain(tmp_path):
@@ -105,21 +281,3 @@ def test_schedules_of_lr_and_ema():
     assert ema_decay_at(0, 0.999) == pytest.approx(0.1) and ema_decay_at(10**6, 0.999) == 0.999
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.5)
-
-
-def test_ddp_two_processes_keep_replicas_identical(tmp_path):
-    out = str(tmp_path / "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           WORKER, "-", out, "12"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    r0, r1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
-    assert r0["world"] == 2 and r0["replica_diff"] == 0.0 and r1["replica_diff"] == 0.0
-    for a, b in zip(r0["params"], r1["params"]):
-        assert torch.equal(a, b)
-    # the two ranks saw different batches (otherwise DDP would be trivially identical)
-    assert r0["history"][0]["loss"] != r1["history"][0]["loss"]
-    single = train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(None, 12))
-    assert any(not torch.equal(a, b) for a, b in zip(r0["params"], single.model.parameters()))
-    assert_close(r0["params"][0].norm(), single.model[0].weight.norm(), rtol=0.2, name="same scale as 1 process")
