@@ -9,6 +9,7 @@ from minivid.testing import assert_close, available_devices
 DEVICES = available_devices()
 
 
+@pytest.mark.exercise("8.1")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("patch", [(1, 1, 1), (2, 5, 3), (3, 1, 2), 1])
 def test_unpatchify_inverts_patchify(device, patch):
@@ -20,6 +21,7 @@ def test_unpatchify_inverts_patchify(device, patch):
     assert torch.equal(unpatchify(tok, patch, x.shape), x)  # full shape: channels inferred
 
 
+@pytest.mark.exercise("8.1")
 @pytest.mark.parametrize("device", DEVICES)
 def test_patch_token_order_and_conv3d_equivalence(device):
     x = torch.randn(2, 3, 4, 6, 4, dtype=torch.float64, device=device)

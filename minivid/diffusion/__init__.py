@@ -8,6 +8,16 @@
 Papers: DDPM (arXiv:2006.11239), improved DDPM (arXiv:2102.09672), DDIM (arXiv:2010.02502),
 v-prediction (arXiv:2202.00512), zero terminal SNR (arXiv:2305.08891), CFG (arXiv:2207.12598).
 """
+from minivid.diffusion.flow import (
+    FLOW_METHODS,
+    T_SAMPLERS,
+    flow_interpolate,
+    flow_matching_loss,
+    flow_sample,
+    flow_timesteps,
+    sample_flow_t,
+    x0_eps_from_velocity,
+)
 from minivid.diffusion.process import (
     OBJECTIVES,
     diffusion_loss,
@@ -52,5 +62,6 @@ __all__ = [
     "q_posterior", "snr", "predict_x0_from_eps", "predict_eps_from_x0", "v_from_x0_eps", "x0_eps_from_v",
     "model_output_to_x0_eps", "training_target", "sample_timesteps", "diffusion_loss", "ddim_timesteps",
     "ddpm_step", "ddim_step", "alpha_bar_at", "cfg_combine", "guided_predict", "ddim_sample",
-    "ddpm_sample", "sample",
+    "ddpm_sample", "sample", "FLOW_METHODS", "T_SAMPLERS", "flow_interpolate", "flow_matching_loss", "flow_sample",
+    "flow_timesteps", "sample_flow_t", "x0_eps_from_velocity",
 ]

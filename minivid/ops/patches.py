@@ -33,9 +33,11 @@ def patchify(x: torch.Tensor, patch=(1, 2, 2)) -> torch.Tensor:
     if T % pt or H % ph or W % pw:
         raise ValueError(f"video size (T, H, W)={(T, H, W)} must be divisible by patch {(pt, ph, pw)}")
     nt, nh, nw = T // pt, H // ph, W // pw
+    ### BEGIN SOLUTION  # exercise 8.1: spacetime patchify
     x = x.reshape(B, C, nt, pt, nh, ph, nw, pw)
     x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, nt, nh, nw, C, pt, ph, pw)
     return x.reshape(B, nt * nh * nw, C * pt * ph * pw)
+    ### END SOLUTION
 
 
 def unpatchify(tokens: torch.Tensor, patch, grid_or_shape, channels: int | None = None) -> torch.Tensor:
