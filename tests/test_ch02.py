@@ -4,6 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from minivid.bench import ch02 as bench_ch02
 from minivid.bench import run_bench
 from minivid.data import HELDOUT_COMBOS, SHAPES, parse_caption
 from minivid.pipelines import ch02
@@ -74,7 +75,7 @@ def test_clip_learns_from_clips_too_and_retrieves_them():
     last = state.history[-1]
     assert {"loss_image", "loss_video"} <= set(last)
     assert abs(last["loss"] - (last["loss_image"] + last["loss_video"])) < 1e-4      # video_weight = 1
-    r = ch02.clip_retrieval(clip, tok, "val", n=16, kind="video_text", frames=4)
+    r = bench_ch02.clip_retrieval(clip, tok, "val", n=16, kind="video_text", frames=4)
     assert r["sim"].shape == (16, 16) and 0.0 <= r["direction_i2t"] <= 1.0 and 0.0 < r["chance"] < 1.0
     no_video = replace(ch02.get_preset("smoke").clip, video_pool=0)
     assert not hasattr(ch02.build_clip(no_video, tok), "video")

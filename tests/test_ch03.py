@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from minivid.bench import ch03 as bench_ch03
 from minivid.pipelines import ch03
 from minivid.utils import CheckpointError
 
@@ -174,20 +175,20 @@ def test_direction_reliance_is_zero_for_a_model_that_ignores_the_prompt():
     cond = ch03.load_conditioner(p.video, progress=False)
     schedule = ch03.schedule_for(p.video)
     blind = lambda x, t, **kw: x * 0.5                                       # noqa: E731 - reads no text
-    r = ch03.direction_reliance(blind, schedule, cond, n=8, levels=(0.5,), frames=4)
+    r = bench_ch03.direction_reliance(blind, schedule, cond, n=8, levels=(0.5,), frames=4)
     assert r["gap"] == 0.0 and r["true"] == r["flipped"] > 0
 
     def reader(x, t, pooled, **kw):                                          # its output depends on the text
         return x * 0 + pooled.mean(-1).view(-1, 1, 1, 1, 1)
-    r = ch03.direction_reliance(reader, schedule, cond, n=8, levels=(0.5,), frames=4)
+    r = bench_ch03.direction_reliance(reader, schedule, cond, n=8, levels=(0.5,), frames=4)
     assert r["gap"] != 0.0
     # a motion-channel model gets its flow loss too; the RGB loss is the mean over the first 3 channels
     model = ch03.build_model(p.video, cond.dim)
-    r = ch03.direction_reliance(model, schedule, cond, n=8, levels=(0.5,), frames=4)
+    r = bench_ch03.direction_reliance(model, schedule, cond, n=8, levels=(0.5,), frames=4)
     assert r["flow_true"] > 0 and r["flow_flipped"] > 0 and r["true"] > 0
     with torch.no_grad():                        # undo every zero init, so the text reaches the output
         for w in model.parameters():
             if not w.any():
                 w.normal_(0, 0.1)
-    r = ch03.direction_reliance(model, schedule, cond, n=8, levels=(0.5,), frames=4)
+    r = bench_ch03.direction_reliance(model, schedule, cond, n=8, levels=(0.5,), frames=4)
     assert r["gap"] != 0.0 and r["flow_flipped"] != r["flow_true"]

@@ -6,6 +6,7 @@ import torch
 
 from minivid.diffusion import (
     cfg_combine,
+    checks,
     ddim_sample,
     ddim_step,
     ddim_timesteps,
@@ -25,7 +26,6 @@ from minivid.diffusion import (
     v_from_x0_eps,
     x0_eps_from_v,
 )
-from minivid.diffusion import checks
 from minivid.testing import assert_close
 
 F64 = torch.float64

@@ -5,7 +5,7 @@ from torch import nn
 
 from minivid.diffusion import ddim_sample, guided_predict, make_schedule
 from minivid.models import UNet2D, unet2d_config
-from minivid.models.unet2d import AttentionBlock
+from minivid.models.blocks import AttentionBlock
 from minivid.testing import assert_close
 from minivid.text import (
     CrossAttentionRecorder,
@@ -106,30 +106,39 @@ def test_caption_dropout_extremes_and_rate():
     tok = Tokenizer()
     ids, mask = tok.encode(["a big red circle", "the small blue box"] * 500)
     null_ids, null_mask = (t[0] for t in tok.encode([""]))
-    same = caption_dropout(ids, mask, 0.0, null_ids, null_mask)
-    assert torch.equal(same[0], ids) and torch.equal(same[1], mask) and not bool(same[2].any())
-    gone = caption_dropout(ids, mask, 1.0, null_ids, null_mask)
-    assert bool((gone[0] == null_ids).all()) and bool((gone[1] == null_mask).all()) and bool(gone[2].all())
+    cond, null = {"ids": ids, "mask": mask}, {"ids": null_ids, "mask": null_mask}
+    same, none = caption_dropout(cond, null, 0.0)
+    assert torch.equal(same["ids"], ids) and torch.equal(same["mask"], mask) and not bool(none.any())
+    gone, every = caption_dropout(cond, null, 1.0)
+    assert bool((gone["ids"] == null_ids).all()) and bool((gone["mask"] == null_mask).all()) and bool(every.all())
     g = torch.Generator().manual_seed(0)
-    d_ids, d_mask, dropped = caption_dropout(ids, mask, 0.1, null_ids, null_mask, generator=g)
+    out, dropped = caption_dropout(cond, null, 0.1, generator=g)
     rate = float(dropped.float().mean())
     assert abs(rate - 0.1) < 0.03                                   # 1000 coins: sd 0.0095
-    assert torch.equal(d_ids[dropped], null_ids.expand(int(dropped.sum()), -1))
-    assert torch.equal(d_ids[~dropped], ids[~dropped]) and torch.equal(d_mask[~dropped], mask[~dropped])
-    again = caption_dropout(ids, mask, 0.1, null_ids, null_mask, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(again[2], dropped)                           # the generator decides
+    assert torch.equal(out["ids"][dropped], null_ids.expand(int(dropped.sum()), -1))
+    assert torch.equal(out["ids"][~dropped], ids[~dropped]) and torch.equal(out["mask"][~dropped], mask[~dropped])
+    _, again = caption_dropout(cond, null, 0.1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, dropped)                              # the generator decides
+    # features, one caption per frame: (B, T, L, D) against a null of (L, D)
+    feats = {"context": torch.randn(6, 3, 5, 4), "pooled": torch.randn(6, 3, 4)}
+    nullf = {"context": torch.zeros(5, 4), "pooled": torch.zeros(4)}
+    outf, d = caption_dropout(feats, nullf, 0.5, generator=torch.Generator().manual_seed(1))
+    assert 0 < int(d.sum()) < 6
+    assert bool((outf["context"][d] == 0).all()) and torch.equal(outf["context"][~d], feats["context"][~d])
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
-        caption_dropout(ids, mask, 1.5, null_ids, null_mask)
+        caption_dropout(cond, null, 1.5)
+    with pytest.raises(ValueError, match="every key"):
+        caption_dropout(cond, {"ids": null_ids}, 0.1)
 
 
 @pytest.mark.exercise("2.3")
 def test_caption_dropout_checker_passes_and_diagnoses_a_flipped_coin():
     assert checks.check_caption_dropout()
 
-    def flipped(ids, mask, p, null_ids, null_mask, generator=None):
-        u = torch.rand(ids.shape[0], generator=generator)
+    def flipped(cond, null, p, generator=None):
+        u = torch.rand(cond["ids"].shape[0], generator=generator)
         d = u >= p
-        return torch.where(d[:, None], null_ids, ids), torch.where(d[:, None], null_mask, mask), d
+        return {k: torch.where(d[:, None], null[k], v) for k, v in cond.items()}, d
 
     with pytest.raises(AssertionError, match="flipped"):
         checks.check_caption_dropout(flipped)

@@ -5,7 +5,7 @@ from torch import nn
 
 from minivid.diffusion import guided_predict
 from minivid.models import DiffusionMLP, MLPConfig, UNet2D, unet2d_config
-from minivid.models.unet2d import AttentionBlock, ResBlock
+from minivid.models.blocks import AttentionBlock, ResBlock
 from minivid.testing import assert_close
 
 
@@ -101,7 +101,7 @@ class _Recorder(nn.Module):
         super().__init__()
         self.ch, self.seen = ch, []
 
-    def forward(self, h, emb, num_frames):
+    def forward(self, h, emb, num_frames, **_):
         self.seen.append((tuple(h.shape), num_frames))
         return h
 
@@ -116,7 +116,7 @@ def test_temporal_insertion_points_and_video_folding():
         per_frame = torch.stack([m(x[:, :, i], t) for i in range(4)], dim=2)
     assert_close(ref, per_frame, atol=1e-5, rtol=1e-5)
     points = m.insertion_points()
-    assert "mid_attn" in points and "down0_res0" in points and all(c > 0 for c in points.values())
+    assert "mid0_attn" in points and "down0_0_res" in points and all(c > 0 for c in points.values())
     names = m.add_temporal_layers(lambda n, c: _Recorder(c))
     assert names == list(points) and set(m.temporal) == set(points)
     with torch.no_grad():

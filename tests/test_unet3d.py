@@ -2,18 +2,12 @@
 import pytest
 import torch
 
-from minivid.models.unet3d import (
-    SpaceTimeConv,
-    TemporalAttention,
-    UNet3D,
-    VideoResBlock,
-    count_params,
-    model_flops,
-    temporal_attention_mask,
-    unet3d_config,
-)
+from minivid.models.blocks import ResBlock
+from minivid.models.temporal import SpaceTimeConv, TemporalAttention, temporal_attention_mask
+from minivid.models.unet3d import UNet3D, model_flops, unet3d_config
 from minivid.ops import conv3d_flops, factorized_conv3d_flops, factorized_conv3d_reference, naive_attention
 from minivid.testing import assert_close
+from minivid.train import count_params
 
 
 def _randomize(module, seed=1, scale=0.1):
@@ -57,8 +51,8 @@ def test_zero_init_output_and_identity_blocks():
     x = torch.randn(2, 3, 4, 8, 8)
     assert torch.equal(m(x, torch.tensor([1, 500])), torch.zeros_like(x))
     h, emb = torch.randn(2 * 4, 16, 8, 8), torch.randn(2 * 4, 64)
-    res = VideoResBlock("r", 16, 16, 64, 8, 0.0, "factorized")
-    assert torch.equal(res(h, emb, num_frames=4), h), "a fresh VideoResBlock is the identity"
+    res = ResBlock("r", 16, 16, 64, 8, 0.0, conv=lambda a, b: SpaceTimeConv(a, b, "factorized"))
+    assert torch.equal(res(h, emb, num_frames=4), h), "a fresh video ResBlock is the identity"
     ta = TemporalAttention("ta", 16, 16, 8, 16)
     assert torch.equal(ta(h, num_frames=4), h), "a fresh TemporalAttention is the identity (zero-init proj)"
 

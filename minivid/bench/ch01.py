@@ -12,13 +12,16 @@ wall time per sample. Models come from minivid.pipelines.ch01 (trained once, the
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
 from minivid.data import sample_batch
-from minivid.eval import Judge
+from minivid.diffusion import make_schedule, q_sample
+from minivid.eval import Judge, mmd_rbf, sliced_wasserstein
 from minivid.pipelines import ch01
-from minivid.utils import make_generator
+from minivid.utils import REPO_ROOT, make_generator
+from minivid.viz import show_images
 
 
 def _toy(p: ch01.Ch01Preset, seed: int) -> tuple[dict, list[dict]]:
@@ -26,15 +29,15 @@ def _toy(p: ch01.Ch01Preset, seed: int) -> tuple[dict, list[dict]]:
     n = p.toy_samples
     ref = ch01.toy_data(n, p.toy.data, make_generator(seed + 1000))
     other = ch01.toy_data(n, p.toy.data, make_generator(seed + 2000))
-    rows = [{"sampler": "data vs data", "steps": 0, "mmd": ch01.mmd_rbf(other, ref),
-             "sliced_w1": ch01.sliced_wasserstein(other, ref), "ms_per_sample": 0.0}]
+    rows = [{"sampler": "data vs data", "steps": 0, "mmd": mmd_rbf(other, ref),
+             "sliced_w1": sliced_wasserstein(other, ref), "ms_per_sample": 0.0}]
     runs = [("DDPM", schedule.T)] + [("DDIM", s) for s in p.ddim_steps]
     for name, steps in runs:
         t0 = time.perf_counter()
         x = ch01.sample_toy(model, schedule, p, n=n, sampler=name.lower(), steps=steps, seed=seed)
         ms = 1000 * (time.perf_counter() - t0) / n
-        rows.append({"sampler": name, "steps": steps, "mmd": ch01.mmd_rbf(x, ref),
-                     "sliced_w1": ch01.sliced_wasserstein(x, ref), "ms_per_sample": ms})
+        rows.append({"sampler": name, "steps": steps, "mmd": mmd_rbf(x, ref),
+                     "sliced_w1": sliced_wasserstein(x, ref), "ms_per_sample": ms})
     by = {(r["sampler"], r["steps"]): r for r in rows}
     figs = {"toy_mmd_data_vs_data": rows[0]["mmd"], "toy_mmd_ddpm": by[("DDPM", schedule.T)]["mmd"],
             "toy_sw_data_vs_data": rows[0]["sliced_w1"], "toy_sw_ddpm": by[("DDPM", schedule.T)]["sliced_w1"]}
@@ -78,3 +81,65 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     f_toy, toy_rows = _toy(p, seed)
     f_img, img_rows = _images(p, seed)
     return {"figures": {**f_toy, **f_img}, "tables": {"toy": toy_rows, "images": img_rows}}
+
+
+def save_figures(preset: str | ch01.Ch01Preset = "full", out_dir: str | Path | None = None, seed: int = 0) -> list[Path]:
+    """Write the chapter's figures (PNG) from the cached models: schedules, forward process, toy paths, samples."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+
+    p = ch01.get_preset(preset)
+    out = Path(out_dir) if out_dir is not None else REPO_ROOT / "chapters" / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    def save(fig, name):
+        fig.savefig(out / name, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(out / name)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for kind in ("linear", "cosine"):
+        for zero in (False, True):
+            sc = make_schedule(kind, 1000, zero_snr=zero)
+            label, ls = kind + (", zero SNR" if zero else ""), "--" if zero else "-"
+            axes[0].plot(sc.alpha_bars, ls, label=label)
+            axes[1].plot(torch.log(sc.snr.clamp_min(1e-12)), ls, label=label)
+    axes[0].set(title="signal fraction ᾱ_t", xlabel="t")
+    axes[1].set(title="log SNR(t) (SNR = 0 drawn at -27.6)", xlabel="t")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    save(fig, "01_schedules.png")
+
+    x0 = sample_batch(1, generator=make_generator(3))["x"]
+    eps = torch.randn(x0.shape, generator=make_generator(4))
+    ts = [0, 50, 100, 200, 300, 500, 700, 999]
+    rows = []
+    for kind in ("linear", "cosine"):
+        sc = make_schedule(kind, 1000)
+        rows.append(torch.cat([q_sample(x0, torch.tensor([t]), eps, sc) for t in ts]))
+    save(show_images(torch.cat(rows), [f"{k} t={t}" for k in ("linear", "cosine") for t in ts], ncols=len(ts)),
+         "01_forward.png")
+
+    toy, sched, _ = ch01.train_toy(p, seed=seed, progress=False)
+    data = ch01.toy_data(2000, p.toy.data, make_generator(0))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, sampler, steps in ((axes[0], "ddpm", sched.T), (axes[1], "ddim", 20)):
+        x, tr = ch01.sample_toy(toy, sched, p, n=1000, sampler=sampler, steps=steps, seed=1, return_trajectory=True)
+        ax.scatter(*data.T, s=1, c="lightgray")
+        for i in range(12):
+            ax.plot(tr["x"][:, i, 0], tr["x"][:, i, 1], lw=0.6, alpha=0.8)
+        ax.scatter(*x.T, s=1.5, c="k")
+        ax.set(title=f"{sampler.upper()}-{steps}: 1000 samples, 12 paths", xlim=(-3, 3), ylim=(-3, 3), aspect="equal")
+    save(fig, "01_toy_paths.png")
+
+    model, sched, _ = ch01.train_image(p, seed=seed, progress=False)
+    grids, names = [], []
+    for sampler, steps in [("ddpm", sched.T)] + [("ddim", s) for s in p.ddim_steps]:
+        grids.append(ch01.sample_images(model, sched, p, n=12, sampler=sampler, steps=steps, seed=seed, progress=False))
+        names += [f"{sampler.upper()}-{steps}"] + [""] * 11
+    save(show_images(torch.cat(grids), names, ncols=12, size=0.9), "01_samples.png")
+    return paths

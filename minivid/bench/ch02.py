@@ -25,14 +25,87 @@ import time
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 
+from minivid.data import sample_batch
 from minivid.eval import Judge
 from minivid.pipelines import ch02
+from minivid.pipelines.ch02_clip import VIDEO_KEYS
+from minivid.text import attribute_match, retrieval_accuracy, similarity
 from minivid.train import count_params
-from minivid.utils import REPO_ROOT, cache_dir
+from minivid.utils import REPO_ROOT, make_generator
 
 FIGURE = REPO_ROOT / "chapters" / "figures" / "ch02_guidance.png"
 ABLATION_SCALES = (1.0, 3.0)           # the ablation is judged without and with guidance
+
+
+@torch.no_grad()
+def pooled_cosine(clip, tok, a: str, b: str) -> float:
+    """Cosine similarity of two prompts' pooled text features (what the U-Nets' timestep path receives)."""
+    ids, mask = tok.encode([a, b])
+    _, pooled = clip.text(ids, mask)
+    return F.cosine_similarity(pooled[0], pooled[1], dim=0).item()
+
+
+@torch.no_grad()
+def clip_retrieval(clip, tok, split: str = "val", n: int = 256, seed: int = 0,
+                   size: int = 16, kind: str = "image", frames: int = 8) -> dict:
+    """Top-1 retrieval on n fresh image-caption (kind="image") or clip-caption (kind="video_text") pairs of `split`.
+
+    A retrieved caption (image) counts as correct when the attributes its caption states equal the
+    query's (colour, shape, size; for clips also direction and speed): template captions have
+    synonyms and a batch repeats attribute combinations, so the exact partner is not identifiable.
+    Also reports the chance level of that rule, the exact-partner accuracy and, for clips,
+    "direction": how often the retrieved caption names the right direction of motion.
+    Returns {"i2t", "t2i", "i2t_exact", "t2i_exact", "chance", "sim": (n, n)}
+    (+ "direction_i2t", "direction_t2i", "direction_chance" for clips).
+    """
+    b = sample_batch(n, kind=kind, split=split, size=size, frames=frames, generator=make_generator(seed))
+    ids, mask = tok.encode(b["captions"])
+    sim = similarity(clip, b["x"], ids, mask)
+    video = kind != "image"
+    match = attribute_match(b["labels"], keys=VIDEO_KEYS if video else ("color", "shape", "size"))
+    out = retrieval_accuracy(sim, match)
+    exact = retrieval_accuracy(sim, torch.eye(n, dtype=torch.bool))
+    out.update(i2t_exact=exact["i2t"], t2i_exact=exact["t2i"], chance=match.float().mean().item(), sim=sim)
+    if video:
+        same_dir = attribute_match(b["labels"], keys=("direction",))
+        d = retrieval_accuracy(sim, same_dir)
+        out.update(direction_i2t=d["i2t"], direction_t2i=d["t2i"], direction_chance=same_dir.float().mean().item())
+    return out
+
+
+@torch.no_grad()
+def combo_retrieval(clip, tok, seed: int = 0, size: int = 16) -> dict:
+    """Retrieval among all 36 attribute combinations, one image and one caption each (exact top-1).
+
+    Images: one rendered item per combination (held-out ones included); captions: one random
+    phrasing each. Returns {"i2t", "t2i", "sim": (36, 36), "captions", "labels", "x"}.
+    """
+    g = make_generator(seed)
+    parts = [sample_batch(256, kind="image", split=s, size=size, generator=g) for s in ("val", "heldout")]
+    x, caps, lab = [], [], {"color": [], "shape": [], "size": []}
+    seen = set()
+    for b in parts:
+        for i in range(len(b["captions"])):
+            key = tuple(int(b["labels"][k][i]) for k in ("color", "shape", "size"))
+            if key in seen:
+                continue
+            seen.add(key)
+            x.append(b["x"][i])
+            caps.append(b["captions"][i])
+            for k in lab:
+                lab[k].append(key[("color", "shape", "size").index(k)])
+    order = sorted(range(len(caps)), key=lambda i: (lab["color"][i], lab["shape"][i], lab["size"][i]))
+    x = torch.stack([x[i] for i in order])
+    caps = [caps[i] for i in order]
+    lab = {k: torch.tensor([v[i] for i in order]) for k, v in lab.items()}
+    ids, mask = tok.encode(caps)
+    sim = similarity(clip, x, ids, mask)
+    out = retrieval_accuracy(sim, torch.eye(len(caps), dtype=torch.bool))
+    out.update(sim=sim, captions=caps, labels=lab, x=x)
+    return out
+
 
 
 def judge_samples(judge: Judge, x: torch.Tensor, labels: dict, real: torch.Tensor) -> dict:
@@ -90,9 +163,8 @@ def pooled_ablation(p: ch02.Ch02Preset, seed: int, prompts: dict, real: torch.Te
     sub = {"captions": prompts["captions"][:n], "labels": {k: v[:n] for k, v in prompts["labels"].items()}}
     for pooled in (True, False):
         r = replace(p.t2i, use_pooled=pooled, steps=p.ablation_steps)
-        path = cache_dir("checkpoints") / f"ch02-ablation-{p.name}-pooled{int(pooled)}-seed{seed}-{ch02._key(p.clip, r)}.pt"
         t0 = time.perf_counter()
-        model, schedule, cond, _ = ch02.train_t2i(p, seed, progress=False, recipe=r, path=path, retrain=True)
+        model, schedule, cond, _ = ch02.train_t2i(p, seed, progress=False, recipe=r, retrain=True)
         train_s = time.perf_counter() - t0
         for row in guidance_sweep(model, schedule, cond, p, sub, real, judge, seed, scales=ABLATION_SCALES):
             rows.append({"pooled_vector": pooled, "steps": r.steps, "train_s": train_s,
@@ -121,7 +193,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     figs["clip_temperature"] = 1.0 / float(clip.scale().detach())
     retrieval = []
     for split in ("val", "heldout"):
-        r = ch02.clip_retrieval(clip, tok, split, p.retrieval_batch, seed=seed, size=p.clip.size)
+        r = clip_retrieval(clip, tok, split, p.retrieval_batch, seed=seed, size=p.clip.size)
         figs[f"retrieval_{split}_i2t"], figs[f"retrieval_{split}_t2i"] = r["i2t"], r["t2i"]
         retrieval.append({"pairs": f"{split} ({p.retrieval_batch})", "rule": "same colour+shape+size",
                           "i2t": r["i2t"], "t2i": r["t2i"], "chance": r["chance"]})
@@ -129,7 +201,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
                           "i2t": r["i2t_exact"], "t2i": r["t2i_exact"], "chance": 1 / p.retrieval_batch})
     if p.clip.video_pool:                                         # the clip tower: do the motion words work?
         for split in ("val", "heldout"):
-            r = ch02.clip_retrieval(clip, tok, split, p.retrieval_batch, seed=seed, size=p.clip.size,
+            r = clip_retrieval(clip, tok, split, p.retrieval_batch, seed=seed, size=p.clip.size,
                                     kind="video_text", frames=p.clip.video_frames)
             figs[f"retrieval_clips_{split}_i2t"], figs[f"retrieval_clips_{split}_t2i"] = r["i2t"], r["t2i"]
             figs[f"retrieval_clips_{split}_direction_i2t"] = r["direction_i2t"]
@@ -137,9 +209,9 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
                               "i2t": r["i2t"], "t2i": r["t2i"], "chance": r["chance"]})
             retrieval.append({"pairs": f"{split} clips ({p.retrieval_batch})", "rule": "same direction",
                               "i2t": r["direction_i2t"], "t2i": r["direction_t2i"], "chance": r["direction_chance"]})
-        figs["pooled_cos_left_right"] = ch02.pooled_cosine(clip, tok, "a big red circle moving to the left",
+        figs["pooled_cos_left_right"] = pooled_cosine(clip, tok, "a big red circle moving to the left",
                                                            "a big red circle moving to the right")
-    c = ch02.combo_retrieval(clip, tok, seed=seed, size=p.clip.size)
+    c = combo_retrieval(clip, tok, seed=seed, size=p.clip.size)
     figs["retrieval_combos_i2t"], figs["retrieval_combos_t2i"] = c["i2t"], c["t2i"]
     retrieval.append({"pairs": "36 combos, 1 each", "rule": "exact partner", "i2t": c["i2t"], "t2i": c["t2i"],
                       "chance": 1 / 36})

@@ -16,6 +16,7 @@ from minivid.data.captions import (
     vocabulary,
 )
 from minivid.data.datasets import (
+    DATA_VERSION,
     REVERSED_DIRECTION,
     ImageTextDataset,
     ShapesDataset,
@@ -30,7 +31,9 @@ from minivid.data.datasets import (
     time_reversed,
     to_uint8,
 )
+from minivid.data.pools import image_text_pool, video_pool, video_text_pool  # noqa: E402
 from minivid.data.render import coverage, flow_field, render, sdf_circle, sdf_square, sdf_triangle
+from minivid.data.toy import TOY_KINDS, toy_data  # noqa: E402
 from minivid.data.world import (
     ATTRIBUTES,
     COLOR_RGB,
@@ -51,6 +54,7 @@ from minivid.data.world import (
 )
 
 __all__ = [
+    "DATA_VERSION", "TOY_KINDS", "toy_data", "image_text_pool", "video_text_pool", "video_pool",
     "ATTRIBUTES", "REVERSED_DIRECTION", "COLORS", "COLOR_RGB", "DIRECTIONS", "HELDOUT_COMBOS",
     "IMAGE_TEMPLATES", "KINDS", "SHAPES", "SIZES", "SPEEDS", "SPLITS", "SYNONYMS", "VIDEO_TEMPLATES", "VOCAB",
     "ImageTextDataset", "ShapesDataset", "VideoDataset", "VideoTextDataset", "WorldConfig", "all_captions",

@@ -11,7 +11,7 @@ raises AssertionError with that diagnosis.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -9,7 +9,7 @@ Every function works for any rank: x is (B, ...) — (B, 2) toy points, (B, C, H
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

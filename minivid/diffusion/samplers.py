@@ -10,7 +10,7 @@ objective ("eps", "x0" or "v"). Samplers work for any rank of x ((B, 2), images,
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm

@@ -1,11 +1,11 @@
 """Chapter 02 recipes: mini-CLIP pretraining, the text-conditioned U-Net, guided sampling.
 
 Used by notebooks/02_text_to_image.ipynb, `python -m minivid bench ch02`, the CLI
-(`python -m minivid train ch02`) and by chapters 03-06, which reuse the frozen text encoder:
+(`python -m minivid train ch02`), and by later chapters through the recipe layer:
 
-    tok, enc = load_text_encoder("full")                 # trains it first if it is not cached
-    cond = TextConditioner(tok, enc)
-    model, schedule, cond, state = train_t2i("full")     # cached too
+    tok, enc = pretrained("ch02.text_encoder", "full")   # trains it first if it is not cached
+    cond = pretrained("ch02.conditioner", "full")        # the same, wrapped as a TextConditioner
+    model, schedule, cond = pretrained("ch02.t2i", "full")
     x = sample_t2i(model, schedule, cond, ["a big red square"] * 8, guidance=2.0)   # (8, 3, 16, 16)
 
 Papers: CLIP (arXiv:2103.00020), Latent Diffusion's cross-attention conditioning
@@ -14,39 +14,45 @@ Papers: CLIP (arXiv:2103.00020), Latent Diffusion's cross-attention conditioning
 
 Both models train on the "train" split only: the held-out attribute combinations
 (`minivid.data.HELDOUT_COMBOS`) are never seen by the text encoder or the U-Net.
-The mini-CLIP's recipe, data, loss and retrieval tests live in `minivid.pipelines.ch02_clip` and are
-re-exported here. Trained models are cached under cache_dir("checkpoints") keyed by preset name and a hash of the
-recipe (the U-Net's key includes the text encoder's), so a changed recipe never loads a stale file.
+The mini-CLIP's recipe, data and loss live in `minivid.pipelines.ch02_clip` and are re-exported here.
+Caching, keys and loading come from `minivid.pipelines.common` (the U-Net's key includes the text encoder's).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from minivid.data import COLORS, SHAPES, SIZES, sample_batch
-from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule
+from minivid.diffusion import Schedule, diffusion_loss
 from minivid.models import UNet2D, unet2d_config
-from minivid.pipelines import pick_preset
+from minivid.pipelines import common
 from minivid.pipelines.ch02_clip import (  # the mini-CLIP half of the chapter, re-exported here
     VIDEO_KEYS,
     ClipRecipe,
     build_clip,
     build_tokenizer,
     clip_loss_fn,
-    clip_retrieval,
-    combo_retrieval,
     pool_batches,
-    pooled_cosine,
     training_clips,
     training_pairs,
 )
+from minivid.pipelines.common import (
+    ChapterCLI,
+    guided_ddim,
+    is_finished,
+    load_or_train,
+    load_weights,
+    pick_preset,
+    provides,
+    schedule_for,
+    with_steps,
+)
 from minivid.text import TextConditioner, TextEncoder
-from minivid.train import TrainConfig, TrainState, train
-from minivid.utils import cache_dir, load_checkpoint, make_generator
+from minivid.utils import make_generator
+
+MODEL_VERSION = 1          # bump when an architecture or loss of this chapter changes (stale caches retrain)
 
 
 @dataclass(frozen=True)
@@ -99,39 +105,24 @@ def get_preset(name: str | Ch02Preset) -> Ch02Preset:
     return pick_preset(name, PRESETS, "ch02")
 
 
-def _key(*parts) -> str:
-    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True,
-                      default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
-
-
-def checkpoint_path(what: str, preset: str | Ch02Preset, seed: int = 0) -> Path:
-    """Where the trained `what` ("clip" | "t2i") model of a preset lives."""
+def checkpoint_path(what: str, preset: str | Ch02Preset, seed: int = 0, recipe: T2IRecipe | None = None) -> Path:
+    """Where the trained `what` ("clip" | "t2i") model of a preset lives (recipe: another U-Net recipe)."""
     p = get_preset(preset)
     if what == "clip":
-        key = _key(p.clip, seed)
-    elif what == "t2i":
-        key = _key(p.clip, p.t2i, seed)
-    else:
-        raise ValueError(f"what must be 'clip' or 't2i', got {what!r}")
-    return cache_dir("checkpoints") / f"ch02-{what}-{p.name}-seed{seed}-{key}.pt"
+        return common.checkpoint_path("ch02", "clip", p.name, seed, p.clip, version=MODEL_VERSION)
+    if what == "t2i":
+        r = recipe or p.t2i
+        name = p.name if r == p.t2i else f"{p.name}-{common.recipe_key(r, seed=seed)}"
+        return common.checkpoint_path("ch02", "t2i", name, seed, p.clip, r, version=MODEL_VERSION)
+    raise ValueError(f"what must be 'clip' or 't2i', got {what!r}")
 
 
-# ----------------------------------------------------------------------------- data
+def train_command(preset) -> str:
+    """The shell command that trains this chapter's model of a preset (named in error messages)."""
+    return f"python -m minivid train ch02 --preset {get_preset(preset).name}"
+
 
 # ----------------------------------------------------------------------------- mini-CLIP
-
-def _run(model, loss_fn, batch_fn, recipe, path: Path, seed: int, progress: bool, desc: str,
-         retrain: bool) -> TrainState:
-    """train() with the checkpoint as the cache: a finished checkpoint is loaded, not retrained."""
-    if retrain and path.exists():
-        path.unlink()
-    cfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, ema_decay=recipe.ema_decay,
-                      warmup_steps=recipe.warmup_steps, seed=seed, ckpt_path=str(path), ckpt_every=500,
-                      device="cpu", progress=progress, desc=desc)
-    torch.manual_seed(seed)
-    return train(model, loss_fn, batch_fn, cfg)
-
 
 def train_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True, retrain: bool = False):
     """Pretrain (or load) the mini-CLIP. Returns (tokenizer, MiniCLIP in eval mode, TrainState)."""
@@ -142,12 +133,14 @@ def train_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool 
     clips = training_clips(r.size, r.video_frames, r.video_pool) if r.video_pool else None
     torch.manual_seed(seed)
     model = build_clip(r, tok)
-    state = _run(model, clip_loss_fn(r.multi_positive, r.video_weight),
-                 pool_batches(data, tok, r.batch_size, clips, r.video_batch, r.time_reversal), r,
-                 checkpoint_path("clip", p, seed), seed, progress, f"ch02 mini-CLIP ({p.name})", retrain)
+    state = load_or_train(model, clip_loss_fn(r.multi_positive, r.video_weight),
+                          pool_batches(data, tok, r.batch_size, clips, r.video_batch, r.time_reversal), r,
+                          checkpoint_path("clip", p, seed), seed=seed, progress=progress,
+                          desc=f"ch02 mini-CLIP ({p.name})", retrain=retrain, command=train_command(p))
     return tok, state.sampling_model.eval(), state
 
 
+@provides("ch02.text_encoder", path=lambda preset, seed=0: checkpoint_path("clip", preset, seed))
 def load_text_encoder(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True):
     """The frozen, pretrained text encoder every later chapter uses: (Tokenizer, TextEncoder in eval mode).
 
@@ -156,34 +149,22 @@ def load_text_encoder(preset: str | Ch02Preset = "full", seed: int = 0, progress
     p = get_preset(preset)
     path = checkpoint_path("clip", p, seed)
     tok = build_tokenizer(p.clip)
-    if not _finished(path, p.clip.steps):
+    if not is_finished(path, p.clip.steps):
         _, clip, _ = train_clip(p, seed, progress)
     else:
-        clip = _load_model(build_clip(p.clip, tok), path)
+        clip = load_weights(build_clip(p.clip, tok), path, command=train_command(p))
     enc: TextEncoder = clip.text
     return tok, enc.eval().requires_grad_(False)
 
 
-def _finished(path: Path, steps: int) -> bool:
-    if not path.exists():
-        return False
-    try:
-        return int(load_checkpoint(path).get("step", -1)) >= steps
-    except Exception:  # a corrupt file: let train() report it (or overwrite it with retrain)
-        return False
-
-
-def _load_model(model: torch.nn.Module, path: Path) -> torch.nn.Module:
-    ck = load_checkpoint(path, how_to_retrain=f"delete {path} and run the training again")
-    model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
-    return model.eval()
+@provides("ch02.conditioner", path=lambda preset, seed=0: checkpoint_path("clip", preset, seed))
+def load_conditioner(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True) -> TextConditioner:
+    """The frozen text encoder wrapped for conditioning (tokens + pooled vector), trained first if absent."""
+    tok, enc = load_text_encoder(preset, seed, progress)
+    return TextConditioner(tok, enc, use_pooled=True)
 
 
 # ----------------------------------------------------------------------------- text-conditioned U-Net
-
-def schedule_for(recipe: T2IRecipe) -> Schedule:
-    return make_schedule(recipe.schedule, recipe.T)
-
 
 def build_unet(recipe: T2IRecipe, text_dim: int) -> UNet2D:
     """The chapter-01 U-Net with cross-attention to text_dim-wide tokens (and the pooled vector if asked)."""
@@ -192,20 +173,19 @@ def build_unet(recipe: T2IRecipe, text_dim: int) -> UNet2D:
 
 
 def t2i_loss_fn(cond: TextConditioner, schedule: Schedule, recipe: T2IRecipe):
-    """loss_fn(model, batch, generator): caption dropout (p_uncond), frozen text features, diffusion loss."""
+    """loss_fn(model, batch, generator): frozen text features, caption dropout (p_uncond), diffusion loss."""
     def loss_fn(net, batch, g):
-        ids, mask, dropped = cond.dropout(batch["ids"], batch["mask"], recipe.p_uncond, generator=g)
-        kw = cond.encode_ids(ids, mask)
+        kw, dropped = cond.dropout(cond.encode_ids(batch["ids"], batch["mask"]), recipe.p_uncond, generator=g)
         loss = diffusion_loss(net, batch["x"], schedule, recipe.objective, generator=g, cond=kw)
         return loss, {"dropped": dropped.float().mean()}
     return loss_fn
 
 
 def train_t2i(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True, retrain: bool = False,
-              recipe: T2IRecipe | None = None, path: Path | None = None):
+              recipe: T2IRecipe | None = None):
     """Train (or load) the text-conditioned U-Net on the frozen text encoder of the same preset.
 
-    recipe/path override the preset's U-Net recipe and checkpoint (the bench's ablation uses them).
+    recipe overrides the preset's U-Net recipe (the bench's ablation uses it; it gets its own checkpoint).
     Returns (EMA model in eval mode, schedule, TextConditioner, TrainState).
     """
     p = get_preset(preset)
@@ -215,38 +195,35 @@ def train_t2i(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool =
     schedule = schedule_for(r)
     torch.manual_seed(seed)
     model = build_unet(r, enc.cfg.dim)
-    path = path or checkpoint_path("t2i", p, seed)
-    state = _run(model, t2i_loss_fn(cond, schedule, r), pool_batches(training_pairs(r.size, r.pool), tok,
-                                                                       r.batch_size),
-                 r, path, seed, progress, f"ch02 text-to-image U-Net ({p.name})", retrain)
+    state = load_or_train(model, t2i_loss_fn(cond, schedule, r),
+                          pool_batches(training_pairs(r.size, r.pool), tok, r.batch_size), r,
+                          checkpoint_path("t2i", p, seed, r), seed=seed, progress=progress,
+                          desc=f"ch02 text-to-image U-Net ({p.name})", retrain=retrain,
+                          command=train_command(p))
     return state.sampling_model.eval(), schedule, cond, state
 
 
-@torch.no_grad()
+@provides("ch02.t2i", path=lambda preset, seed=0: checkpoint_path("t2i", preset, seed))
+def load_t2i(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True):
+    """(model, schedule, TextConditioner) of a preset, trained first if absent."""
+    model, schedule, cond, _ = train_t2i(preset, seed, progress)
+    return model, schedule, cond
+
+
 def sample_t2i(model: UNet2D, schedule: Schedule, cond: TextConditioner, prompts: list[str], guidance: float = 1.0,
                *, objective: str = "v", steps: int = 50, seed: int = 0, batch_size: int = 256,
                progress: bool = True, size: int | None = None) -> torch.Tensor:
     """One image per prompt with DDIM and classifier-free guidance: (B, 3, S, S) in [-1, 1].
 
     guidance: 1 = the conditional model alone, 0 = the unconditional one, > 1 = extrapolate away from
-    it. The initial noise depends only on `seed` and the position in the batch, so different scales
-    start from the same noise and differ only by guidance.
+    it. The initial noise depends only on `seed` and the position in the batch (`common.guided_ddim`).
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
     s = size or 16
-    g = make_generator(seed)
-    noise = torch.randn(len(prompts), 3, s, s, generator=g)
-    outs = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
-        b = len(chunk)
-        x = ddim_sample(model, (b, 3, s, s), schedule, objective, steps=steps, cond=cond(chunk),
-                        uncond=cond.null(b), guidance_scale=guidance, clip=1.0, noise=noise[i:i + b],
-                        generator=g, progress=progress, desc=f"DDIM-{steps} w={guidance:g} [{i + b}/{len(prompts)}]")
-        outs.append(x)
-    return torch.cat(outs).clamp(-1, 1)
+    return guided_ddim(model, schedule, cond, prompts, (3, s, s), guidance=guidance, objective=objective, steps=steps,
+                       seed=seed, batch_size=batch_size, progress=progress)
 
+
+# ----------------------------------------------------------------------------- prompts and the judge's words
 
 def heldout_prompts(n: int, seed: int = 0, size: int = 16, split: str = "heldout") -> dict:
     """n prompts of a split with their labels and real images: {"captions", "labels", "x"} (sample_batch)."""
@@ -264,25 +241,18 @@ def judge_names(pred: dict) -> list[str]:
             for i in range(len(pred["valid"]))]
 
 
-def load_t2i(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True):
-    """(model, schedule, TextConditioner) of a preset, trained first if absent."""
-    model, schedule, cond, _ = train_t2i(preset, seed, progress)
-    return model, schedule, cond
-
-
-# ----------------------------------------------------------------------------- CLI hook
+# ----------------------------------------------------------------------------- command line
 
 def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> Path:
     """`python -m minivid train ch02`: pretrain the text encoder, then the text-to-image U-Net."""
-    p = get_preset(preset)
-    if steps is not None:
-        p = replace(p, name=f"{p.name}-steps{steps}", t2i=replace(p.t2i, steps=steps))
+    p = with_steps(get_preset(preset), "t2i", steps)
     train_t2i(p, seed=seed)
     return checkpoint_path("t2i", p, seed)
 
 
+CLI = ChapterCLI(train=cli_train, summary="mini-CLIP text encoder and a text-to-image U-Net with guidance")
+
 __all__ = ["ClipRecipe", "T2IRecipe", "Ch02Preset", "PRESETS", "get_preset", "checkpoint_path", "training_pairs",
-           "training_clips", "pool_batches", "VIDEO_KEYS",
-           "build_tokenizer", "build_clip", "clip_loss_fn", "train_clip", "load_text_encoder", "clip_retrieval",
-           "combo_retrieval", "pooled_cosine", "schedule_for", "build_unet", "t2i_loss_fn", "train_t2i", "sample_t2i",
-           "heldout_prompts", "combo_name", "judge_names", "load_t2i", "cli_train"]
+           "training_clips", "pool_batches", "VIDEO_KEYS", "build_tokenizer", "build_clip", "clip_loss_fn",
+           "train_clip", "load_text_encoder", "load_conditioner", "schedule_for", "build_unet", "t2i_loss_fn",
+           "train_t2i", "sample_t2i", "heldout_prompts", "combo_name", "judge_names", "load_t2i", "cli_train", "CLI"]

@@ -1,4 +1,4 @@
-"""Chapter 02's mini-CLIP: its recipe, its training data and batches, its loss, and its retrieval tests.
+"""Chapter 02's mini-CLIP: its recipe, its training batches and its loss (retrieval is measured in `minivid.bench.ch02`).
 
 The contrastive half of chapter 02, kept apart from the text-conditioned U-Net (`minivid.pipelines.ch02`,
 which trains, caches and loads both and re-exports everything here). Two pools feed it, rendered once and
@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from minivid.data import WorldConfig, from_uint8, materialize_split, sample_batch, time_reversed
+from minivid.data import from_uint8, image_text_pool, time_reversed, video_text_pool
 from minivid.text import (
     CLIPConfig,
     ImageEncoderConfig,
@@ -22,11 +21,8 @@ from minivid.text import (
     VideoEncoderConfig,
     attribute_match,
     clip_loss,
-    retrieval_accuracy,
-    similarity,
     text_encoder_config,
 )
-from minivid.utils import make_generator
 
 
 @dataclass(frozen=True)
@@ -53,18 +49,8 @@ class ClipRecipe:
     video_weight: float = 1.0        # loss = image InfoNCE + video_weight * video InfoNCE
 
 
-def training_pairs(size: int = 16, pool: int = 20000) -> dict:
-    """The image-caption training pairs: {"x": (pool, 3, S, S) uint8, "captions", "labels"} (train split, cached)."""
-    return materialize_split("image", "train", pool, seed=0, world=WorldConfig(size=size), cache=True, verbose=False)
-
-
-def training_clips(size: int = 16, frames: int = 8, pool: int = 2000) -> dict:
-    """The scarce video-caption pairs: {"x": (pool, 3, T, S, S) uint8, "captions", "labels"} (train split, cached).
-
-    The same pool chapter 03 trains its video model on (seed 0, the first `pool` items).
-    """
-    return materialize_split("video_text", "train", pool, seed=0, world=WorldConfig(size=size, frames=frames),
-                             cache=True, verbose=False)
+training_pairs = image_text_pool     # the pools live in minivid.data (chapter 03 trains on the same clips)
+training_clips = video_text_pool
 
 
 def pool_batches(data: dict, tok: Tokenizer, batch_size: int, clips: dict | None = None, clip_batch: int = 0,
@@ -129,73 +115,5 @@ def clip_loss_fn(multi_positive: bool = True, video_weight: float = 1.0):
     return loss_fn
 
 
-@torch.no_grad()
-def pooled_cosine(clip: MiniCLIP, tok: Tokenizer, a: str, b: str) -> float:
-    """Cosine similarity of two prompts' pooled text features (what the U-Nets' timestep path receives)."""
-    ids, mask = tok.encode([a, b])
-    _, pooled = clip.text(ids, mask)
-    return F.cosine_similarity(pooled[0], pooled[1], dim=0).item()
-
-
-@torch.no_grad()
-def clip_retrieval(clip: MiniCLIP, tok: Tokenizer, split: str = "val", n: int = 256, seed: int = 0,
-                   size: int = 16, kind: str = "image", frames: int = 8) -> dict:
-    """Top-1 retrieval on n fresh image-caption (kind="image") or clip-caption (kind="video_text") pairs of `split`.
-
-    A retrieved caption (image) counts as correct when the attributes its caption states equal the
-    query's (colour, shape, size; for clips also direction and speed): template captions have
-    synonyms and a batch repeats attribute combinations, so the exact partner is not identifiable.
-    Also reports the chance level of that rule, the exact-partner accuracy and, for clips,
-    "direction": how often the retrieved caption names the right direction of motion.
-    Returns {"i2t", "t2i", "i2t_exact", "t2i_exact", "chance", "sim": (n, n)}
-    (+ "direction_i2t", "direction_t2i", "direction_chance" for clips).
-    """
-    b = sample_batch(n, kind=kind, split=split, size=size, frames=frames, generator=make_generator(seed))
-    ids, mask = tok.encode(b["captions"])
-    sim = similarity(clip, b["x"], ids, mask)
-    video = kind != "image"
-    match = attribute_match(b["labels"], keys=VIDEO_KEYS if video else ("color", "shape", "size"))
-    out = retrieval_accuracy(sim, match)
-    exact = retrieval_accuracy(sim, torch.eye(n, dtype=torch.bool))
-    out.update(i2t_exact=exact["i2t"], t2i_exact=exact["t2i"], chance=match.float().mean().item(), sim=sim)
-    if video:
-        same_dir = attribute_match(b["labels"], keys=("direction",))
-        d = retrieval_accuracy(sim, same_dir)
-        out.update(direction_i2t=d["i2t"], direction_t2i=d["t2i"], direction_chance=same_dir.float().mean().item())
-    return out
-
-
-@torch.no_grad()
-def combo_retrieval(clip: MiniCLIP, tok: Tokenizer, seed: int = 0, size: int = 16) -> dict:
-    """Retrieval among all 36 attribute combinations, one image and one caption each (exact top-1).
-
-    Images: one rendered item per combination (held-out ones included); captions: one random
-    phrasing each. Returns {"i2t", "t2i", "sim": (36, 36), "captions", "labels", "x"}.
-    """
-    g = make_generator(seed)
-    parts = [sample_batch(256, kind="image", split=s, size=size, generator=g) for s in ("val", "heldout")]
-    x, caps, lab = [], [], {"color": [], "shape": [], "size": []}
-    seen = set()
-    for b in parts:
-        for i in range(len(b["captions"])):
-            key = tuple(int(b["labels"][k][i]) for k in ("color", "shape", "size"))
-            if key in seen:
-                continue
-            seen.add(key)
-            x.append(b["x"][i])
-            caps.append(b["captions"][i])
-            for k in lab:
-                lab[k].append(key[("color", "shape", "size").index(k)])
-    order = sorted(range(len(caps)), key=lambda i: (lab["color"][i], lab["shape"][i], lab["size"][i]))
-    x = torch.stack([x[i] for i in order])
-    caps = [caps[i] for i in order]
-    lab = {k: torch.tensor([v[i] for i in order]) for k, v in lab.items()}
-    ids, mask = tok.encode(caps)
-    sim = similarity(clip, x, ids, mask)
-    out = retrieval_accuracy(sim, torch.eye(len(caps), dtype=torch.bool))
-    out.update(sim=sim, captions=caps, labels=lab, x=x)
-    return out
-
-
 __all__ = ["ClipRecipe", "training_pairs", "training_clips", "pool_batches", "build_tokenizer", "build_clip",
-           "VIDEO_KEYS", "clip_loss_fn", "pooled_cosine", "clip_retrieval", "combo_retrieval"]
+           "VIDEO_KEYS", "clip_loss_fn"]

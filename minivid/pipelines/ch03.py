@@ -16,21 +16,39 @@ other. Held-out attribute combinations never appear in either pool.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from minivid.data import REVERSED_DIRECTION, WorldConfig, flow_field, from_uint8, sample_batch, time_reversed
-from minivid.diffusion import Schedule, ddim_sample, diffusion_loss, make_schedule, q_sample, training_target
+from minivid.data import (
+    REVERSED_DIRECTION,
+    WorldConfig,
+    flow_field,
+    from_uint8,
+    image_text_pool,
+    time_reversed,
+    video_text_pool,
+)
+from minivid.diffusion import Schedule, diffusion_loss
 from minivid.models.unet3d import UNet3D, unet3d_config
-from minivid.pipelines import pick_preset
-from minivid.text import TextConditioner
-from minivid.train import TrainConfig, train
-from minivid.utils import CheckpointError, cache_dir, load_checkpoint, make_generator
+from minivid.pipelines import common
+from minivid.pipelines.common import (
+    ChapterCLI,
+    guided_ddim,
+    load_or_train,
+    load_weights,
+    pick_preset,
+    pretrained,
+    pretrained_path,
+    provides,
+    schedule_for,
+    with_steps,
+)
+from minivid.text import TextConditioner, caption_dropout
+
+MODEL_VERSION = 1          # bump when an architecture or loss of this chapter changes (stale caches retrain)
 
 
 RGB, FLOW = 3, 2                       # channels: the pixels, and the optical flow (motion channels only)
@@ -91,28 +109,23 @@ def get_preset(name: str | Ch03Preset) -> Ch03Preset:
 
 def checkpoint_path(preset: str | Ch03Preset, seed: int = 0, recipe: VideoRecipe | None = None) -> Path:
     """Where a preset's trained video model lives (keyed by the recipe and the text encoder's checkpoint)."""
-    from minivid.pipelines.ch02 import checkpoint_path as clip_path
-
     p = get_preset(preset)
     r = recipe or p.video
-    blob = json.dumps({"recipe": asdict(r), "seed": seed, "text": clip_path("clip", r.text_preset, seed).name},
-                      sort_keys=True, default=str)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:10]
-    return cache_dir("checkpoints") / f"ch03-video-{p.name}{'' if r.joint else '-nojoint'}-seed{seed}-{key}.pt"
+    text = pretrained_path("ch02.text_encoder", r.text_preset, seed).name
+    return common.checkpoint_path("ch03", "video" if r.joint else "video-nojoint", p.name, seed, r, text,
+                                  version=MODEL_VERSION)
 
 
-def how_to_retrain(preset: str) -> str:
-    return f"delete the file and run `python -m minivid train ch03 --preset {preset}`"
+def train_command(preset) -> str:
+    """The shell command that trains this chapter's model of a preset (named in error messages)."""
+    return f"python -m minivid train ch03 --preset {get_preset(preset).name}"
 
 
 # ----------------------------------------------------------------------------- data + text
 
 def load_conditioner(recipe: VideoRecipe, seed: int = 0, progress: bool = True) -> TextConditioner:
     """The frozen chapter-02 text encoder wrapped for conditioning (trained first if absent)."""
-    from minivid.pipelines.ch02 import load_text_encoder
-
-    tok, enc = load_text_encoder(recipe.text_preset, seed, progress)
-    return TextConditioner(tok, enc, use_pooled=True)
+    return pretrained("ch02.conditioner", recipe.text_preset, seed, progress)
 
 
 @torch.no_grad()
@@ -130,10 +143,8 @@ def training_data(recipe: VideoRecipe, cond: TextConditioner) -> dict:
     {"video": {"x": (Nv, 3, T, S, S) uint8, "text": features, "text_reversed": features of the captions of the
     clips played backwards (`minivid.data.time_reversed`) or None}, "image": {"x": (Ni, 3, S, S) uint8, "text": ...}}
     """
-    from minivid.pipelines.ch02_clip import training_clips, training_pairs
-
-    vid = training_clips(recipe.size, recipe.frames, recipe.video_pool)  # the clips chapter 02's mini-CLIP saw
-    img = training_pairs(recipe.size, recipe.image_pool)
+    vid = video_text_pool(recipe.size, recipe.frames, recipe.video_pool)  # the clips chapter 02's mini-CLIP saw
+    img = image_text_pool(recipe.size, recipe.image_pool)
     rev = encode_captions(cond, time_reversed(vid)["captions"]) if recipe.time_reversal else None
     motion = {k: vid["labels"][k] for k in ("direction", "speed")}
     return {"video": {"x": vid["x"], "text": encode_captions(cond, vid["captions"]), "text_reversed": rev,
@@ -193,24 +204,16 @@ def with_motion(clips: torch.Tensor, direction: torch.Tensor, speed: torch.Tenso
 
 
 def loss_fn_for(recipe: VideoRecipe, schedule: Schedule, null: dict):
-    """Caption dropout per item (the null caption's features), then the diffusion loss."""
+    """Caption dropout per item (`caption_dropout` with the null caption's features), then the diffusion loss."""
     def loss_fn(net, batch, g):
-        B = batch["x"].shape[0]
-        drop = torch.rand(B, generator=g, device=g.device).to(batch["x"].device) < recipe.p_uncond
-        kw = {"image": batch["image"]}
-        for k in ("context", "context_mask", "pooled"):
-            nk = null[k].to(batch[k].device).expand_as(batch[k])
-            kw[k] = torch.where(drop.view(B, *[1] * (batch[k].dim() - 1)), nk, batch[k])
-        return diffusion_loss(net, batch["x"], schedule, recipe.objective, generator=g, cond=kw,
-                              temporal_weight=recipe.temporal_weight)
+        text = {k: batch[k] for k in ("context", "context_mask", "pooled")}
+        kw, _ = caption_dropout(text, null, recipe.p_uncond, generator=g)
+        return diffusion_loss(net, batch["x"], schedule, recipe.objective, generator=g,
+                              cond={"image": batch["image"], **kw}, temporal_weight=recipe.temporal_weight)
     return loss_fn
 
 
 # ----------------------------------------------------------------------------- models + training
-
-def schedule_for(recipe: VideoRecipe) -> Schedule:
-    return make_schedule(recipe.schedule, recipe.T)
-
 
 def has_motion_channels(model) -> bool:
     """Does the model denoise flow with the pixels (RGB + FLOW channels)? Plain callables: no."""
@@ -233,37 +236,30 @@ def train_video(preset: str | Ch03Preset = "full", seed: int = 0, progress: bool
     r = recipe or p.video
     cond = load_conditioner(r, seed, progress)
     schedule = schedule_for(r)
-    path = checkpoint_path(p, seed, r)
-    if retrain and path.exists():
-        path.unlink()
     data = training_data(r, cond)
-    null = {k: v[0] for k, v in cond.null(1).items()}
     torch.manual_seed(seed)
     model = build_model(r, cond.dim)
-    cfg = TrainConfig(steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema_decay=r.ema_decay,
-                      warmup_steps=r.warmup_steps, seed=seed, ckpt_path=str(path), ckpt_every=250, device="cpu",
-                      progress=progress, desc=f"ch03 video U-Net ({p.name}{'' if r.joint else ', no images'})")
-    state = train(model, loss_fn_for(r, schedule, null), make_batch_fn(r, data), cfg)
+    state = load_or_train(model, loss_fn_for(r, schedule, cond.null_features()), make_batch_fn(r, data), r,
+                          checkpoint_path(p, seed, r), seed=seed, progress=progress, retrain=retrain, ckpt_every=250,
+                          command=train_command(p),
+                          desc=f"ch03 video U-Net ({p.name}{'' if r.joint else ', no images'})")
     return state.sampling_model.eval(), schedule, cond, state
 
 
+@provides("ch03.video", path=lambda preset, seed=0: checkpoint_path(preset, seed))
 def load_video_model(preset: str | Ch03Preset = "full", seed: int = 0, progress: bool = True):
-    """(model, schedule, cond) from the cached checkpoint; CheckpointError (with how to retrain) if missing/corrupt."""
+    """(model, schedule, cond) of a preset: the cached model, trained first (with a progress bar) if absent.
+
+    A corrupt, unfinished or ill-fitting checkpoint raises CheckpointError saying what to do.
+    """
     p = get_preset(preset)
-    r = p.video
     path = checkpoint_path(p, seed)
-    ck = load_checkpoint(path, how_to_retrain=how_to_retrain(p.name))
-    if int(ck.get("step", -1)) < r.steps:
-        raise CheckpointError(f"checkpoint {path} is unfinished (step {ck.get('step')} of {r.steps}); "
-                              f"{how_to_retrain(p.name)} (it resumes)")
-    cond = load_conditioner(r, seed, progress)
-    model = build_model(r, cond.dim)
-    try:
-        model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {path} does not fit this model ({type(e).__name__}); "
-                              f"{how_to_retrain(p.name)}") from None
-    return model.eval(), schedule_for(r), cond
+    if not path.exists():
+        print(f"no trained chapter-03 model for preset {p.name!r} (seed {seed}) yet; training it now ({path.name})")
+        train_video(p, seed=seed, progress=progress)
+    cond = load_conditioner(p.video, seed, progress)
+    model = load_weights(build_model(p.video, cond.dim), path, steps=p.video.steps, command=train_command(p))
+    return model, schedule_for(p.video), cond
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -278,92 +274,42 @@ def generate(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: 
     (`VideoRecipe.motion_channels`) denoises the flow alongside: return_motion=True returns (clips, flow
     (B, 2, frames, size, size)); without it only the clips come back.
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
     c = model.cfg.in_channels
     if return_motion and not has_motion_channels(model):
         raise ValueError(f"return_motion needs a model with motion channels (in_channels {RGB + FLOW}), "
                          f"this one has {c}")
-    g = make_generator(seed)
-    noise = torch.randn(len(prompts), c, frames, size, size, generator=g)
-    outs = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
-        b = len(chunk)
-        x = ddim_sample(model, (b, c, frames, size, size), schedule, objective, steps=steps, cond=cond(chunk),
-                        uncond=cond.null(b), guidance_scale=guidance, clip=1.0, noise=noise[i:i + b], generator=g,
-                        progress=progress, desc=f"DDIM-{steps} w={guidance:g} [{i + b}/{len(prompts)}]")
-        outs.append(x)
-    x = torch.cat(outs).clamp(-1, 1)
+    x = guided_ddim(model, schedule, cond, prompts, (c, frames, size, size), guidance=guidance, objective=objective,
+                    steps=steps, seed=seed, batch_size=batch_size, progress=progress)
     return (x[:, :RGB], x[:, RGB:]) if return_motion else x[:, :RGB]
 
 
-@torch.no_grad()
-def direction_reliance(model: UNet3D, schedule: Schedule, cond: TextConditioner, n: int = 128,
-                       levels: tuple[float, ...] = (0.3, 0.5, 0.7), *, objective: str = "v", frames: int = 8,
-                       size: int = 16, seed: int = 0) -> dict:
-    """Does the model listen to the direction words? Its diffusion loss on n validation clips with
-    their own captions vs with the direction flipped (clips, noise and t unchanged).
-
-    levels: noise levels as fractions of the schedule's T (0.3 -> t = 300 of 1000).
-    Returns {"true": loss, "flipped": loss, "gap": flipped - true} (means over levels) on the RGB channels,
-    so models with and without motion channels compare; a motion-channel model (5 input channels) also gets
-    "flow_true", "flow_flipped" (its loss on the flow channels, fed the clips' true flow). A gap near 0 means
-    the direction in the prompt does not change the denoiser's prediction.
-    """
-    b = sample_batch(n, kind="video_text", split="val", size=size, frames=frames, generator=make_generator(seed))
-    flipped = time_reversed(b, seed)["captions"]
-    g = make_generator(seed + 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        feats = {"true": cond(b["captions"]), "flipped": cond(flipped)}
-    x = b["x"]
-    motion = has_motion_channels(model)
-    if motion:
-        x = with_motion(x, b["labels"]["direction"], b["labels"]["speed"])
-    out = {k: 0.0 for k in ("true", "flipped", *(("flow_true", "flow_flipped") if motion else ()))}
-    for level in levels:
-        noise = torch.randn(x.shape, generator=g)
-        tt = torch.full((n,), min(int(level * schedule.T), schedule.T - 1), dtype=torch.long)
-        x_t, target = q_sample(x, tt, noise, schedule), training_target(objective, x, noise, tt, schedule)
-        for k in ("true", "flipped"):
-            err = (model(x_t, tt, **feats[k]) - target).pow(2)
-            out[k] += err[:, :RGB].mean().item() / len(levels)
-            if motion:
-                out[f"flow_{k}"] += err[:, RGB:].mean().item() / len(levels)
-    return {**out, "gap": out["flipped"] - out["true"]}
-
-
-# ----------------------------------------------------------------------------- CLI hooks
+# ----------------------------------------------------------------------------- command line
 
 def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> Path:
     """`python -m minivid train ch03`: train (or finish) the text-to-video model; returns its checkpoint."""
-    p = get_preset(preset)
-    if steps is not None:
-        p = replace(p, name=f"{p.name}-steps{steps}", video=replace(p.video, steps=steps))
+    p = with_steps(get_preset(preset), "video", steps)
     train_video(p, seed=seed)
     return checkpoint_path(p, seed)
 
 
 def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, steps: int = 50,
                  guidance: float | None = None, frames: int | None = None) -> torch.Tensor:
-    """`python -m minivid generate`: clips (B, 3, T, H, W) in [-1, 1] for the prompts.
+    """`python -m minivid generate --model ch03`: clips (B, 3, T, H, W) in [-1, 1] for the prompts.
 
-    Loads the cached model; trains it (with a progress bar) only if the file is missing. A corrupt
-    file raises CheckpointError saying how to retrain. Unknown words warn with suggestions.
+    `seed` picks the sampling noise only: the model is the preset's trained one (training seed 0), loaded
+    from the cache or trained once if absent. Unknown words warn with suggestions.
     """
     p = get_preset(preset)
-    path = checkpoint_path(p, seed)
-    if not path.exists():
-        print(f"no trained chapter-03 model for preset {p.name!r} yet; training it now ({path.name})")
-        train_video(p, seed=seed)
-    model, schedule, cond = load_video_model(p, seed)
-    r = p.video                                          # unknown words warn (with suggestions) in cond(...)
+    model, schedule, cond = load_video_model(p, seed=0)
+    r = p.video
     return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
                     objective=r.objective, steps=steps, seed=seed, frames=frames or r.frames, size=r.size)
 
 
+CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(1, 32), demo_rank=3,
+                 summary="Video Diffusion Models: a factorised space-time 3-D U-Net, joint image-video training")
+
 __all__ = ["VideoRecipe", "Ch03Preset", "PRESETS", "get_preset", "checkpoint_path", "load_conditioner",
            "encode_captions", "training_data", "make_batch_fn", "loss_fn_for", "schedule_for", "build_model",
-           "has_motion_channels", "with_motion", "train_video", "load_video_model", "generate", "direction_reliance",
-           "cli_train", "cli_generate"]
+           "has_motion_channels", "with_motion", "train_video", "load_video_model", "generate", "cli_train",
+           "cli_generate", "CLI", "RGB", "FLOW"]

@@ -149,7 +149,7 @@ def check_cross_attention(fn: Callable | None = None) -> bool:
 # ----------------------------------------------------------------------------- 2.3 caption dropout
 
 def check_caption_dropout(fn: Callable | None = None) -> bool:
-    """Exercise 2.3: `caption_dropout(ids, mask, p, null_ids, null_mask, generator)` -> (ids, mask, dropped)."""
+    """Exercise 2.3: `caption_dropout({"ids", "mask"}, null, p, generator)` -> ({"ids", "mask"}, dropped)."""
     if fn is None:
         from minivid.text.conditioning import caption_dropout as fn
     where = "minivid/text/conditioning.py (caption_dropout)"
@@ -160,7 +160,8 @@ def check_caption_dropout(fn: Callable | None = None) -> bool:
     null_ids, null_mask = torch.tensor([2] + [0] * (L - 1)), torch.tensor([True] + [False] * (L - 1))
     for p in (0.0, 0.1, 1.0):
         g = torch.Generator().manual_seed(23)
-        d_ids, d_mask, dropped = _call("2.3", where, fn, ids, mask, p, null_ids, null_mask, g)
+        out, dropped = _call("2.3", where, fn, {"ids": ids, "mask": mask}, {"ids": null_ids, "mask": null_mask}, p, g)
+        d_ids, d_mask = out["ids"], out["mask"]
         want = torch.rand(len(ids), generator=torch.Generator().manual_seed(23)) < p
         if dropped.dtype != torch.bool or dropped.shape != (len(ids),):
             raise AssertionError(f"dropped must be a ({len(ids)},) bool tensor, got {tuple(dropped.shape)} {dropped.dtype}")

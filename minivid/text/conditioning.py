@@ -23,29 +23,30 @@ from minivid.text.encoder import TextEncoder
 from minivid.text.tokenizer import Tokenizer
 
 
-def caption_dropout(ids: torch.Tensor, mask: torch.Tensor, p: float, null_ids: torch.Tensor,
-                    null_mask: torch.Tensor, generator: torch.Generator | None = None):
-    """Replace each row's caption by the null caption with probability p (for CFG training).
+def caption_dropout(cond: dict, null: dict, p: float, generator: torch.Generator | None = None):
+    """Replace each item's caption by the null caption with probability p (for CFG training).
 
-    ids, mask: (B, L) long / bool; null_ids, null_mask: (L,) the encoding of "" (`Tokenizer.encode("")[k][0]`).
-    The coin flips come from `generator` (CPU generators are fine for tensors on any device).
-    Returns (ids (B, L), mask (B, L), dropped (B,) bool).
+    cond: per-item tensors, each (B, ...): token ids and mask ({"ids": (B, L), "mask": (B, L)}) or the text
+    features a model reads ({"context": (B, L, D) or (B, T, L, D), "context_mask": ..., "pooled": ...}).
+    null: the same keys for the empty prompt "", each broadcastable to one item (e.g. (L,) or (L, D)).
+    The coin flips u ~ U(0, 1), one per item, come from `generator` (a CPU generator is fine for tensors
+    on any device). Returns (cond with the dropped items replaced, dropped (B,) bool).
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p (caption dropout probability) must be in [0, 1], got {p}")
-    if ids.shape != mask.shape or ids.dim() != 2:
-        raise ValueError(f"ids and mask must both be (B, L), got {tuple(ids.shape)} and {tuple(mask.shape)}")
-    if null_ids.shape != ids.shape[1:] or null_mask.shape != ids.shape[1:]:
-        raise ValueError(f"null_ids and null_mask must be (L,) = ({ids.shape[1]},), got "
-                         f"{tuple(null_ids.shape)} and {tuple(null_mask.shape)}")
-    gdev = generator.device if generator is not None else ids.device
-    u = torch.rand(ids.shape[0], generator=generator, device=gdev).to(ids.device)    # (B,)
+    if not cond or set(null) < set(cond):
+        raise ValueError(f"null must have every key of cond {sorted(cond)}, got {sorted(null)}")
+    B = next(iter(cond.values())).shape[0]
+    if any(v.shape[0] != B for v in cond.values()):
+        raise ValueError(f"every tensor in cond must have the same batch size, got { {k: tuple(v.shape) for k, v in cond.items()} }")
+    dev = next(iter(cond.values())).device
+    gdev = generator.device if generator is not None else dev
+    u = torch.rand(B, generator=generator, device=gdev).to(dev)                     # (B,)
     ### BEGIN SOLUTION  # exercise 2.3: caption dropout for classifier-free guidance
     dropped = u < p
-    ids = torch.where(dropped[:, None], null_ids.to(ids.device)[None], ids)
-    mask = torch.where(dropped[:, None], null_mask.to(mask.device)[None], mask)
+    out = {k: torch.where(dropped.view(B, *[1] * (v.dim() - 1)), null[k].to(v.device), v) for k, v in cond.items()}
     ### END SOLUTION
-    return ids, mask, dropped
+    return out, dropped
 
 
 class TextConditioner:
@@ -94,9 +95,13 @@ class TextConditioner:
         """The unconditional branch for a batch of n: the encoding of "" repeated n times."""
         return self.encode_ids(self.null_ids.expand(n, -1), self.null_mask.expand(n, -1))
 
-    def dropout(self, ids: torch.Tensor, mask: torch.Tensor, p: float, generator: torch.Generator | None = None):
-        """`caption_dropout` with this tokenizer's null caption; returns (ids, mask, dropped)."""
-        return caption_dropout(ids, mask, p, self.null_ids, self.null_mask, generator)
+    def null_features(self) -> dict:
+        """The features of "" for one item ({"context": (L, D), ...}): the `null` of `caption_dropout`."""
+        return {k: v[0] for k, v in self.null(1).items()}
+
+    def dropout(self, feats: dict, p: float, generator: torch.Generator | None = None):
+        """`caption_dropout` of encoded features with this encoder's null caption; returns (feats, dropped)."""
+        return caption_dropout(feats, self.null_features(), p, generator)
 
 
 __all__ = ["TextConditioner", "caption_dropout"]

@@ -1,0 +1,159 @@
+"""The command line: `python -m minivid {demo,generate,train,eval,bench,exercises,data,results}`.
+
+Every subcommand imports its machinery lazily, so `--help` is instant. Chapters are found by
+`minivid.cli.chapters` (a pipelines module with a `CLI` spec); model commands live in
+`minivid.cli.video`; arguments are checked by `minivid.cli.validate` before any work starts.
+A bad input ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from minivid.cli.chapters import UsageError
+from minivid.cli.validate import finite_float, int_arg, positive_int
+
+
+def _cmd_bench(args) -> int:
+    from minivid.bench import available, format_record, run_bench
+
+    if args.name == "list":
+        print("\n".join(available()))
+        return 0
+    record = run_bench(args.name, preset=args.preset, seed=args.seed, out=args.out)
+    print(format_record(record))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_exercises(args) -> int:
+    from minivid import exercises
+
+    if args.action == "export":
+        try:
+            regions = exercises.export(args.dir, force=args.force)
+        except (exercises.ExerciseFormatError, FileExistsError) as e:
+            print(f"exercises export: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote a student copy to {args.dir} with {len(regions)} exercises stripped:")
+        for r in regions:
+            print(f"  {r.id:>5}  {r.title}  ({r.where()})")
+        print(f"next: cd {args.dir} && pip install -e . && python -m minivid exercises check 1")
+        return 0
+    if args.action == "list":
+        for r in exercises.find_regions():
+            print(f"  {r.id:>5}  {r.title:<55} {r.where()}")
+        return 0
+    if args.chapter is None:
+        raise UsageError("exercises check needs a chapter number, e.g. `python -m minivid exercises check 1`")
+    if not str(args.chapter).isdigit():
+        raise UsageError(f"exercises check: {args.chapter!r} is not a chapter number (e.g. 1)")
+    return 0 if exercises.check(int(args.chapter)) else 1
+
+
+def _cmd_results(args) -> int:
+    from minivid.results import render_all
+
+    stale = render_all(check=args.check)
+    if args.check:
+        for p in stale:
+            print(f"out of date: {p} (run `python -m minivid results render`)")
+        return 1 if stale else 0
+    print("\n".join(f"rendered {p}" for p in stale) or "all documents already up to date")
+    return 0
+
+
+def _cmd_video(args) -> int:
+    """demo / generate / train / eval / data live in minivid.cli.video (they need models)."""
+    from minivid.cli import video
+
+    return getattr(video, args.command)(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m minivid", description="minivid: text-to-video diffusion rebuilt at tiny scale, offline, on a CPU.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="train (or load) the text-to-video model and make a clip for a prompt")
+    d.add_argument("--prompt", default=None, help="what to generate (default: a fixed example prompt)")
+    d.add_argument("--out", default="outputs/demo.gif", help="GIF or MP4 to write")
+    d.add_argument("--preset", default="full", choices=["smoke", "full"])
+    d.add_argument("--seed", type=int_arg, default=0, help="sampling noise (the model is the trained one)")
+
+    g = sub.add_parser("generate", help="generate a clip from a prompt with a trained model")
+    g.add_argument("prompt")
+    g.add_argument("--out", default="outputs/clip.gif", help="GIF or MP4 (by extension)")
+    g.add_argument("--seed", type=int_arg, default=0, help="sampling noise (the model is the trained one)")
+    g.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    g.add_argument("--guidance", type=finite_float, default=None, help="classifier-free guidance scale")
+    g.add_argument("--frames", type=positive_int, default=None)
+    g.add_argument("--model", default="ch03", help="which chapter's model (e.g. ch03)")
+    g.add_argument("--preset", default="full", choices=["smoke", "full"])
+
+    t = sub.add_parser("train", help="train a chapter's model (cached under checkpoints/)")
+    t.add_argument("chapter", help="e.g. ch01")
+    t.add_argument("--preset", default="full", choices=["smoke", "full"])
+    t.add_argument("--seed", type=int_arg, default=0, help="training seed")
+    t.add_argument("--steps", type=positive_int, default=None, help="override the preset's step count")
+
+    e = sub.add_parser("eval", help="judge a GIF/MP4 against the prompt it was made from")
+    e.add_argument("file")
+    e.add_argument("--prompt", required=True)
+
+    da = sub.add_parser("data", help="preview Shapes World: write sample clips with their captions")
+    da.add_argument("--kind", default="video_text", choices=["image", "video", "video_text"])
+    da.add_argument("--split", default="train", choices=["train", "val", "heldout"])
+    da.add_argument("-n", type=positive_int, default=8)
+    da.add_argument("--size", type=positive_int, default=32)
+    da.add_argument("--frames", type=positive_int, default=16)
+    da.add_argument("--seed", type=int_arg, default=0)
+    da.add_argument("--out", default="outputs/shapes_world.gif")
+
+    b = sub.add_parser("bench", help="run a benchmark and record its figures as JSON")
+    b.add_argument("name", help="benchmark name, or 'list'")
+    b.add_argument("--preset", default="smoke", choices=["smoke", "full"])
+    b.add_argument("--seed", type=int_arg, default=0)
+    b.add_argument("--out", default=None, help="write the JSON record here (chapters/results/NAME.json for the chapters)")
+
+    x = sub.add_parser("exercises", help="export a student copy, list or check exercises")
+    x.add_argument("action", choices=["export", "check", "list"])
+    x.add_argument("dir", nargs="?", help="export: where to write the student copy")
+    x.add_argument("chapter", nargs="?", default=None, help="check: chapter number")
+    x.add_argument("--force", action="store_true", help="export over a non-empty directory")
+
+    r = sub.add_parser("results", help="render measured results into the chapters and README")
+    r.add_argument("action", choices=["render"])
+    r.add_argument("--check", action="store_true", help="only report documents that disagree with their JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "exercises" and args.action == "check" and args.chapter is None and args.dir:
+        args.chapter, args.dir = args.dir, None                 # `exercises check 1`
+    handlers = {"bench": _cmd_bench, "exercises": _cmd_exercises, "results": _cmd_results}
+    handler = handlers.get(args.command, _cmd_video)
+    from minivid.results import ResultsError
+    from minivid.train import TrainingDiverged
+    from minivid.utils import CheckpointError
+
+    try:
+        if args.command == "exercises" and args.action == "export" and not args.dir:
+            raise UsageError("exercises export needs a directory, e.g. "
+                             "`python -m minivid exercises export ../minivid-student`")
+        return handler(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (CheckpointError, ResultsError, TrainingDiverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; checkpoints written so far are kept and the run resumes where it stopped.",
+              file=sys.stderr)
+        return 130
+
+
+__all__ = ["main", "build_parser"]

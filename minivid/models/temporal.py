@@ -1,0 +1,160 @@
+"""Temporal layers: what turns a per-frame image network into a video network.
+
+Shared by every video model of the course:
+
+* `SpaceTimeConv`: a 3x3 conv for video - factorised (1,3,3) spatial then (3,1,1) temporal (Video
+  Diffusion Models, Ho et al. 2022, arXiv:2204.03458), dense 3x3x3, or spatial only. Its temporal part
+  starts as the identity.
+* `TemporalAttention`: every pixel position attends across the T frames, with a learned relative
+  position bias (T5 buckets); zero-initialised output, so it starts as the identity.
+* `temporal_attention_mask`: joint image-video training (VDM) - an item that is T independent images
+  gets the identity mask, so its frames never see each other.
+* `Pseudo3DConv`: a *frozen* 2-D conv of an image model followed by a new temporal conv initialised to
+  the identity (Dirac) - Make-A-Video's pseudo-3-D convolution (Singer et al. 2022, arXiv:2209.14792).
+* `fold_frames` / `unfold_frames`: (B, C, T, H, W) <-> (B*T, C, H, W).
+
+Every layer here acts on activations with frames folded into the batch, (B*T, C, H, W), is told
+`num_frames`, and treats an `image` item (B,) bool as T independent frames.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minivid.models.blocks import fold_frames, unfold_frames, zero_module
+from minivid.ops import FactorizedConv3d, RelativePositionBias, attention
+
+CONV_KINDS = ("factorized", "full", "spatial")
+
+
+def temporal_attention_mask(image: torch.Tensor | None, T: int) -> torch.Tensor | None:
+    """Which frame may attend to which: (B, T, T) bool, True = may attend; None = all (no images).
+
+    image: (B,) bool, True where the item is T independent images. A clip's frames all see each
+    other; an image item gets the identity, so frame i sees only frame i.
+    """
+    if image is None:
+        return None
+    ### BEGIN SOLUTION  # exercise 3.3: the image-batch mask for temporal attention
+    eye = torch.eye(T, dtype=torch.bool, device=image.device)
+    return eye | ~image.bool()[:, None, None]                             # (B, T, T)
+    ### END SOLUTION
+
+
+class SpaceTimeConv(nn.Module):
+    """A 3x3 conv for video, per `kind`: "factorized" (1,3,3) then (3,1,1) | "full" 3x3x3 | "spatial" (1,3,3).
+
+    For image items the temporal part is left out ("full": only the kernel's centre time slice),
+    so independent images never mix.
+    """
+
+    def __init__(self, cin: int, cout: int, kind: str = "factorized"):
+        super().__init__()
+        if kind not in CONV_KINDS:
+            raise ValueError(f"kind must be one of {CONV_KINDS}, got {kind!r}")
+        self.kind = kind
+        if kind == "full":
+            self.conv = nn.Conv3d(cin, cout, 3, padding=1)
+        elif kind == "spatial":
+            self.conv = nn.Conv3d(cin, cout, (1, 3, 3), padding=(0, 1, 1))
+        else:  # the temporal conv starts as the identity: the block begins as a per-frame 2-D conv
+            self.conv = FactorizedConv3d(cin, cout, 3, identity_init=True)
+
+    def zero_init(self) -> SpaceTimeConv:
+        """Zero the output (a residual branch that starts closed); a factorised conv keeps its identity in time."""
+        zero_module(self.conv.spatial if self.kind == "factorized" else self.conv)
+        return self
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, Cin, T, H, W); image: (B,) bool or None -> (B, Cout, T, H, W)."""
+        if self.kind == "full":
+            w = self.conv.weight
+            y = self.conv(x)
+            if image is not None and image.any():
+                y2d = F.conv3d(x, w[:, :, 1:2], self.conv.bias, padding=(0, 1, 1))   # centre slice only
+                y = torch.where(image[:, None, None, None, None], y2d, y)
+            return y
+        if self.kind == "spatial":
+            return self.conv(x)
+        ### BEGIN SOLUTION  # exercise 3.1: the factorized space-time conv (no temporal mixing for images)
+        y = self.conv.spatial(x)                                          # per frame: (B, Cout, T, H, W)
+        if image is None or not image.all():
+            yt = self.conv.temporal(y)                                    # across frames, per pixel
+            y = yt if image is None else torch.where(image[:, None, None, None, None], y, yt)
+        return y
+        ### END SOLUTION
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention across frames at every pixel, with a relative position bias; zero-init output."""
+
+    def __init__(self, name: str, channels: int, head_dim: int, buckets: int = 16, max_distance: int = 32):
+        super().__init__()
+        self.name, self.channels = name, channels
+        self.heads = max(1, channels // head_dim)
+        self.norm = nn.LayerNorm(channels)                                 # per token = per frame and pixel
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.rel_pos = RelativePositionBias(self.heads, buckets, max_distance)
+        self.proj = zero_module(nn.Linear(channels, channels))
+
+    def forward(self, x, num_frames: int, image=None, **_):
+        """x: (B*T, C, H, W); image: (B,) bool or None -> (B*T, C, H, W)."""
+        N, C, H, W = x.shape
+        T, B = num_frames, N // num_frames
+        ### BEGIN SOLUTION  # exercise 3.2: the temporal attention reshape (every pixel, a sequence of T frames)
+        tok = x.reshape(B, T, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)
+        ### END SOLUTION
+        q, k, v = self.qkv(self.norm(tok)).reshape(B * H * W, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        mask = temporal_attention_mask(image, T)                           # (B, T, T) or None
+        if mask is not None:
+            mask = mask[:, None, None].expand(B, H * W, 1, T, T).reshape(B * H * W, 1, T, T)
+        a = attention(q, k, v, bias=self.rel_pos(T, T)[None], mask=mask)   # (B*H*W, heads, T, C/heads)
+        out = tok + self.proj(a.transpose(1, 2).reshape(B * H * W, T, C))
+        return out.reshape(B, H, W, T, C).permute(0, 3, 4, 1, 2).reshape(N, C, H, W)
+
+
+def dirac_temporal_conv(channels: int, kernel: int = 3) -> nn.Conv1d:
+    """A temporal conv (channels -> channels, `kernel` taps, 'same' padding) initialised to the identity."""
+    conv = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
+    ### BEGIN SOLUTION  # exercise 4.2: identity (Dirac) initialisation of a temporal conv
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight)                    # weight[o, i, k] = 1 if o == i and k == centre else 0
+        conv.bias.zero_()
+    ### END SOLUTION
+    return conv
+
+
+class Pseudo3DConv(nn.Module):
+    """Make-A-Video's pseudo-3-D conv: a (frozen) 2-D conv per frame, then a 1-D conv across frames.
+
+    spatial: an existing nn.Conv2d (kept as is: it stays frozen if it was). The temporal conv starts
+    as the identity, so at initialisation the layer equals `spatial` applied frame by frame. Like
+    `SpaceTimeConv` it maps (B, Cin, T, H, W) -> (B, Cout, T, H, W), so a `ResBlock` can hold either.
+    """
+
+    def __init__(self, spatial: nn.Conv2d, kernel: int = 3):
+        super().__init__()
+        self.spatial = spatial
+        self.temporal = dirac_temporal_conv(spatial.out_channels, kernel)
+
+    def zero_init(self) -> Pseudo3DConv:
+        zero_module(self.spatial)
+        return self
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, Cin, T, H, W); image: (B,) bool or None (those items skip the temporal conv) -> (B, Cout, T, H, W)."""
+        T = x.shape[2]
+        ### BEGIN SOLUTION  # exercise 4.1: the pseudo-3-D conv (spatial per frame, then temporal per pixel)
+        h = unfold_frames(self.spatial(fold_frames(x)), T)                 # per frame: (B, C, T, H, W)
+        B, C, _, H, W = h.shape
+        seq = h.permute(0, 3, 4, 1, 2).reshape(B * H * W, C, T)             # every pixel: a sequence of T frames
+        out = self.temporal(seq).reshape(B, H, W, C, T).permute(0, 3, 4, 1, 2)   # (B, C, T, H, W)
+        if image is not None:
+            out = torch.where(image.bool()[:, None, None, None, None], h, out)
+        return out
+        ### END SOLUTION
+
+
+__all__ = ["CONV_KINDS", "SpaceTimeConv", "TemporalAttention", "temporal_attention_mask", "Pseudo3DConv",
+           "dirac_temporal_conv", "fold_frames", "unfold_frames"]

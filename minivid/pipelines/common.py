@@ -1,0 +1,260 @@
+"""The recipe layer every chapter is built on: cache keys, load-or-train, EMA-aware loading, guided sampling,
+and earlier chapters' trained models fetched by name.
+
+A chapter's module in `minivid.pipelines` states only what is new in it (its recipe dataclasses, data,
+loss, model) and leans on this file for the rest:
+
+    path = checkpoint_path("ch03", "video", preset.name, seed, recipe, upstream, version=MODEL_VERSION)
+    state = load_or_train(model, loss_fn, batch_fn, recipe, path, seed=seed, desc="ch03 video U-Net")
+    model = load_weights(build(...), path, steps=recipe.steps, command="python -m minivid train ch03")
+    clips = guided_ddim(model, schedule, cond, prompts, (3, 8, 16, 16), guidance=3.0, objective="v")
+
+    @provides("ch02.text_encoder", path=lambda preset, seed: ...)     # in ch02.py
+    def load_text_encoder(preset="full", seed=0, progress=True): ...
+    tok, enc = pretrained("ch02.text_encoder", "full")               # in any later chapter
+
+A recipe is any frozen dataclass with the diffusion fields `T`, `schedule`, `objective` (where it trains a
+denoiser) and the optimisation fields `steps`, `batch_size`, `lr`, `warmup_steps`, `ema_decay`.
+
+A cached checkpoint's key hashes everything that changes the model: the recipe(s), the seed, the upstream
+models' keys, the data version (`minivid.data.DATA_VERSION`) and the chapter's `MODEL_VERSION`, which a
+chapter bumps when its architecture or loss changes. A stale checkpoint is never silently reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, is_dataclass, replace
+from pathlib import Path
+
+import torch
+
+from minivid.data import DATA_VERSION
+from minivid.diffusion import Schedule, ddim_sample, make_schedule
+from minivid.train import TrainConfig, TrainState, count_params, train
+from minivid.utils import CheckpointError, cache_dir, load_checkpoint, make_generator, unfinished_checkpoint_error
+
+
+def pick_preset(name, presets: dict, chapter: str):
+    """A chapter's preset by name (a preset object passes through); a clear error for unknown names."""
+    if not isinstance(name, str):
+        return name
+    if name not in presets:
+        raise ValueError(f"unknown {chapter} preset {name!r}; choose one of {sorted(presets)}")
+    return presets[name]
+
+
+def with_steps(preset, field_name: str, steps: int | None):
+    """The preset with its `field_name` recipe trained for `steps` steps (named so its cache is its own)."""
+    if steps is None:
+        return preset
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    return replace(preset, name=f"{preset.name}-steps{steps}",
+                   **{field_name: replace(getattr(preset, field_name), steps=steps)})
+
+
+# ----------------------------------------------------------------------------- keys and paths
+
+def recipe_key(*parts, seed: int, version: int = 1) -> str:
+    """10 hex digits hashing the recipe parts (dataclasses, strings, numbers), seed, data and model version."""
+    blob = json.dumps({"parts": [asdict(p) if is_dataclass(p) else p for p in parts], "seed": seed,
+                       "data_version": DATA_VERSION, "model_version": version}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def checkpoint_path(chapter: str, what: str, preset_name: str, seed: int, *parts, version: int = 1) -> Path:
+    """cache_dir("checkpoints") / "<chapter>-<what>-<preset>-seed<seed>-<key>.pt"."""
+    key = recipe_key(*parts, seed=seed, version=version)
+    return cache_dir("checkpoints") / f"{chapter}-{what}-{preset_name}-seed{seed}-{key}.pt"
+
+
+def schedule_for(recipe) -> Schedule:
+    """The noise schedule a recipe trains and samples with."""
+    return make_schedule(recipe.schedule, recipe.T)
+
+
+def train_config(recipe, *, seed: int, path: Path | None, desc: str, progress: bool = True,
+                 ckpt_every: int = 500, command: str | None = None) -> TrainConfig:
+    """The TrainConfig of a recipe (steps, batch, lr, warm-up, EMA), checkpointing to `path`.
+
+    command: the shell command that runs this training, named in error messages.
+    """
+    return TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, ema_decay=recipe.ema_decay,
+                       warmup_steps=getattr(recipe, "warmup_steps", 0), seed=seed,
+                       ckpt_path=None if path is None else str(path), ckpt_every=ckpt_every, device="cpu",
+                       progress=progress, desc=desc, command=command)
+
+
+# ----------------------------------------------------------------------------- train, or load what is cached
+
+def training_record(path: Path) -> dict:
+    """What the run that wrote checkpoint `path` measured: {"steps", "train_wall_s", "steps_per_s", ...}."""
+    meta = Path(path).with_suffix(".json")
+    return json.loads(meta.read_text()) if meta.exists() else {}
+
+
+def load_or_train(model: torch.nn.Module, loss_fn, batch_fn, recipe, path: Path, *, seed: int, desc: str,
+                  progress: bool = True, retrain: bool = False, params=None, ckpt_every: int = 500,
+                  command: str | None = None) -> TrainState:
+    """train() with the checkpoint as the cache: a finished checkpoint is loaded, an unfinished one resumes.
+
+    retrain=True deletes the cached checkpoint first. params: the parameters to train (default: all that
+    require grad). command: the shell command that runs this training (named in errors). The run's cost (wall time, steps/s, parameters) is
+    recorded beside the checkpoint as JSON (a resumed run adds to the record): see `training_record`.
+    """
+    path = Path(path)
+    if retrain and path.exists():
+        path.unlink()
+    cfg = train_config(recipe, seed=seed, path=path, desc=desc, progress=progress, ckpt_every=ckpt_every,
+                       command=command)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    state = train(model, loss_fn, batch_fn, cfg, params=params)
+    wall = time.perf_counter() - t0
+    if state.step - (state.resumed_from or 0) > 0:
+        rec = training_record(path) if state.resumed_from else {}
+        total = rec.get("train_wall_s", 0.0) + wall
+        rec.update(steps=state.step, train_wall_s=round(total, 2), steps_per_s=round(state.step / total, 3),
+                   threads=torch.get_num_threads(), params=count_params(state.model),
+                   trainable_params=count_params(state.model, trainable_only=True),
+                   final_loss=state.history[-1]["loss"] if state.history else None)
+        path.with_suffix(".json").write_text(json.dumps(rec, indent=1))
+    return state
+
+
+def is_finished(path: Path, steps: int) -> bool:
+    """Does `path` hold a readable checkpoint trained for at least `steps` steps?"""
+    if not Path(path).exists():
+        return False
+    try:
+        return int(load_checkpoint(path).get("step", -1)) >= steps
+    except Exception:  # a corrupt file: let train() or load_weights() report it
+        return False
+
+
+def load_weights(model: torch.nn.Module, path: Path, *, steps: int | None = None, command: str | None = None,
+                 strict: bool = True) -> torch.nn.Module:
+    """Load a training checkpoint's EMA weights (its raw weights when it has no EMA) into `model`, in eval mode.
+
+    steps: refuse a checkpoint trained for fewer steps (unfinished), saying how to finish it. command: the
+    shell command that (re)trains it. Errors are CheckpointError saying what to do: missing, corrupt,
+    non-finite weights, unfinished, or not fitting the model.
+    """
+    ck = load_checkpoint(path, retrain_cmd=command)
+    got = int(ck.get("step", -1))
+    if steps is not None and got < steps:
+        raise unfinished_checkpoint_error(path, got, steps, command or "the chapter's training command")
+    try:
+        model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"], strict=strict)
+    except (RuntimeError, KeyError) as e:
+        redo = f"`{command}`" if command else "the chapter's training command"
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({type(e).__name__}); "
+                              f"delete it and run {redo}") from None
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- sampling
+
+@torch.no_grad()
+def guided_ddim(model, schedule: Schedule, cond, prompts, item_shape: tuple[int, ...], *, guidance: float = 1.0,
+                objective: str = "v", steps: int = 50, seed: int = 0, batch_size: int = 64, progress: bool = True,
+                clip: float | None = 1.0, extra: dict | None = None) -> torch.Tensor:
+    """One sample per prompt with DDIM and classifier-free guidance: (B, *item_shape), x0 clipped to [-clip, clip].
+
+    cond: a `TextConditioner` (prompts -> model kwargs; "" is the unconditional prompt). The initial noise
+    depends only on `seed` and the position in the batch, so guidance scales or step counts compared on
+    the same seed start from the same noise. extra: more per-item model kwargs (B, ...) given to both
+    branches (e.g. a conditioning clip).
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    g = make_generator(seed)
+    noise = torch.randn(len(prompts), *item_shape, generator=g)
+    outs = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = list(prompts[i:i + batch_size])
+        b = len(chunk)
+        more = {k: v[i:i + b] for k, v in (extra or {}).items()}
+        x = ddim_sample(model, (b, *item_shape), schedule, objective, steps=steps, cond={**cond(chunk), **more},
+                        uncond={**cond.null(b), **more}, guidance_scale=guidance, clip=clip, noise=noise[i:i + b],
+                        generator=g, progress=progress, desc=f"DDIM-{steps} w={guidance:g} [{i + b}/{len(prompts)}]")
+        outs.append(x)
+    x = torch.cat(outs)
+    return x if clip is None else x.clamp(-clip, clip)
+
+
+# ----------------------------------------------------------------------------- earlier chapters' models by name
+
+@dataclass(frozen=True)
+class Provider:
+    load: Callable                      # load(preset, seed=0, progress=True) -> the trained thing (trains if absent)
+    path: Callable | None = None        # path(preset, seed=0) -> its checkpoint (for cache keys downstream)
+
+
+_PROVIDERS: dict[str, Provider] = {}
+
+
+def provides(name: str, path: Callable | None = None):
+    """Decorator: register `fn(preset, seed=0, progress=True)` as the trained model called `name` ("ch02.t2i")."""
+    def register(fn):
+        _PROVIDERS[name] = Provider(fn, path)
+        return fn
+    return register
+
+
+def _provider(name: str) -> Provider:
+    chapter = name.split(".")[0]
+    if name not in _PROVIDERS:
+        try:
+            importlib.import_module(f"minivid.pipelines.{chapter}")     # its @provides lines register it
+        except ModuleNotFoundError:
+            pass
+    if name not in _PROVIDERS:
+        have = sorted(k for k in _PROVIDERS if k.startswith(chapter + ".")) or sorted(_PROVIDERS)
+        raise KeyError(f"no trained model called {name!r}; known: {', '.join(have) or 'none'}")
+    return _PROVIDERS[name]
+
+
+def pretrained(name: str, preset="full", seed: int = 0, progress: bool = True):
+    """An earlier chapter's trained model by name, e.g. `pretrained("ch02.text_encoder", "full")`.
+
+    Loads it from the cache, training it first (with a progress bar) when absent.
+    """
+    return _provider(name).load(preset, seed=seed, progress=progress)
+
+
+def pretrained_path(name: str, preset="full", seed: int = 0) -> Path:
+    """Where `pretrained(name, preset, seed)` is cached: later chapters put its name into their own keys."""
+    p = _provider(name)
+    if p.path is None:
+        raise KeyError(f"{name!r} has no checkpoint path")
+    return p.path(preset, seed=seed)
+
+
+# ----------------------------------------------------------------------------- the command line's view of a chapter
+
+@dataclass(frozen=True)
+class ChapterCLI:
+    """What `python -m minivid` can do with a chapter; a chapter module exposes one as `CLI`.
+
+    train(preset, seed, steps) -> checkpoint path. generate(prompts, *, preset, seed, steps, guidance, frames)
+    -> clips (B, 3, T, H, W) in [-1, 1], where `seed` picks the sampling noise only (the model is the
+    preset's trained one). frames: the (min, max) clip lengths generate supports. demo_rank: the demo runs the
+    chapter with the highest rank (0 = never).
+    """
+    train: Callable
+    generate: Callable | None = None
+    frames: tuple[int, int] = (1, 32)
+    demo_rank: int = 0
+    summary: str = ""
+
+
+__all__ = ["pick_preset", "with_steps", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
+           "training_record", "load_or_train", "is_finished", "load_weights", "guided_ddim", "provides", "pretrained",
+           "pretrained_path", "ChapterCLI"]

@@ -1,0 +1,116 @@
+"""The shared recipe layer (minivid.pipelines.common) and the command line built on it: cache keys that
+never reuse a stale model, earlier chapters' models by name, sampling seeds that never train, and bad
+arguments refused before any work starts."""
+import warnings
+
+import pytest
+import torch
+
+from minivid.cli import main
+from minivid.cli.chapters import chapter_names, demo_chapter, video_chapters
+from minivid.pipelines import ch02, ch03, common
+
+
+def test_cache_key_covers_recipe_seed_data_and_model_version(monkeypatch):
+    r = ch03.get_preset("smoke").video
+    base = common.checkpoint_path("chXX", "m", "smoke", 0, r, version=1)
+    assert base.name.startswith("chXX-m-smoke-seed0-") and base.suffix == ".pt"
+    assert common.checkpoint_path("chXX", "m", "smoke", 0, r, version=1) == base, "the key is deterministic"
+    assert common.checkpoint_path("chXX", "m", "smoke", 1, r, version=1) != base
+    assert common.checkpoint_path("chXX", "m", "smoke", 0, r, version=2) != base, "a code bump retrains"
+    from dataclasses import replace
+    assert common.checkpoint_path("chXX", "m", "smoke", 0, replace(r, lr=r.lr * 2), version=1) != base
+    monkeypatch.setattr(common, "DATA_VERSION", common.DATA_VERSION + 1)
+    assert common.checkpoint_path("chXX", "m", "smoke", 0, r, version=1) != base, "new data retrains"
+
+
+def test_a_stale_data_version_never_loads_the_old_checkpoint(monkeypatch):
+    old = ch02.checkpoint_path("clip", "smoke")
+    old_video = ch03.checkpoint_path("smoke")
+    monkeypatch.setattr(common, "DATA_VERSION", common.DATA_VERSION + 1)
+    assert ch02.checkpoint_path("clip", "smoke") != old
+    assert ch03.checkpoint_path("smoke") != old_video, "downstream keys follow the upstream model's key too"
+
+
+def test_pretrained_by_name_and_unknown_names():
+    tok, enc = common.pretrained("ch02.text_encoder", "smoke", progress=False)
+    assert not any(p.requires_grad for p in enc.parameters())
+    cond = common.pretrained("ch02.conditioner", "smoke", progress=False)
+    assert cond.dim == enc.cfg.dim
+    assert common.pretrained_path("ch02.text_encoder", "smoke") == ch02.checkpoint_path("clip", "smoke")
+    with pytest.raises(KeyError, match="no trained model called 'ch02.nope'"):
+        common.pretrained("ch02.nope")
+
+
+def test_chapters_are_found_without_a_list():
+    names = chapter_names()
+    assert names[:3] == ["ch01", "ch02", "ch03"] and names == sorted(names)
+    assert "ch03" in video_chapters() and "ch01" not in video_chapters()
+    assert demo_chapter() in video_chapters()
+
+
+def test_load_weights_messages(tmp_path):
+    m = torch.nn.Linear(2, 2)
+    path = tmp_path / "m.pt"
+    torch.save({"step": 3, "model": m.state_dict(), "ema": None}, path)
+    with pytest.raises(common.CheckpointError, match=r"unfinished \(step 3 of 10\).*resumes from step 3"):
+        common.load_weights(m, path, steps=10, command="python -m minivid train ch03")
+    with pytest.raises(common.CheckpointError, match="does not fit.*delete it and run `python -m minivid"):
+        common.load_weights(torch.nn.Linear(3, 2), path, command="python -m minivid train ch03")
+    assert common.load_weights(torch.nn.Linear(2, 2), path, steps=3) is not None
+
+
+def test_generate_seed_picks_the_noise_and_never_trains(tmp_path, monkeypatch, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ch03.load_video_model("smoke", progress=False)                  # the cached smoke model (trained once)
+
+    def no_training(*a, **k):
+        raise AssertionError("generate --seed must not train anything")
+    monkeypatch.setattr(common, "train", no_training)
+    outs = []
+    for seed in (0, 7):
+        out = tmp_path / f"s{seed}.gif"
+        assert main(["generate", "a big red circle moving to the right", "--preset", "smoke", "--steps", "2",
+                     "--seed", str(seed), "--out", str(out)]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] != outs[1], "another seed, another sample from the same model"
+
+
+class _Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["generate", "a red circle", "--out", "clip.txt"], "must end in .gif or .mp4"),
+    (["generate", "a red circle", "--out", "/proc/nope/clip.gif"], "cannot write"),
+    (["generate", "a red circle", "--frames", "99"], "1 to 32 frames"),
+    (["generate", "", "--out", "x.gif"], "prompt is empty"),
+    (["generate", "a red circle", "--model", "ch01"], "no text-to-video generator"),
+    (["generate", "a red circle", "--model", "chapter-three"], "is not a chapter"),
+    (["demo", "--out", "demo.png"], "must end in .gif or .mp4"),
+    (["train", "ch42"], "no chapter 'ch42'"),
+    (["eval", "missing.gif", "--prompt", "a red circle"], "no such file"),
+    (["eval", "x.gif", "--prompt", "  "], "prompt is empty"),
+    (["data", "--size", "4", "--out", "d.gif"], "8 to 64 px"),
+    (["data", "--frames", "40", "--out", "d.gif"], "1 to 32 frames"),
+    (["exercises", "check", "two"], "not a chapter number"),
+])
+def test_bad_arguments_are_one_line_before_any_work(argv, msg, monkeypatch, capsys, tmp_path):
+    def boom(*a, **k):
+        raise _Boom("work started")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(common, "train", boom)
+    monkeypatch.setattr(ch03, "load_video_model", boom)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1 and err.startswith("error:"), err
+
+
+@pytest.mark.parametrize("argv", [["generate", "a", "--steps", "0"], ["generate", "a", "--guidance", "inf"],
+                                  ["generate", "a", "--frames", "-3"], ["data", "-n", "-1"],
+                                  ["train", "ch03", "--seed", "x"]])
+def test_malformed_numbers_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "Traceback" not in capsys.readouterr().err
