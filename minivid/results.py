@@ -24,7 +24,6 @@ import json
 import re
 from pathlib import Path
 
-from minivid.bench import table_markdown
 from minivid.utils import REPO_ROOT, atomic_write
 
 RESULTS_DIR = REPO_ROOT / "chapters" / "results"
@@ -37,6 +36,40 @@ CLOSE = "<!-- /results -->"
 
 class ResultsError(ValueError):
     """A results block or results JSON that cannot be rendered safely; the message is one line, `file:line: ...`."""
+
+
+def format_value(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10000 else str(v)
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        a = abs(v)
+        if a == 0:
+            return "0"
+        if a >= 1000:
+            return f"{v:,.0f}"
+        if a >= 10:
+            return f"{v:.1f}"
+        if a >= 0.01:
+            return f"{v:.3f}"
+        return f"{v:.2e}"
+    return str(v)
+
+
+def table_markdown(rows: list[dict]) -> str:
+    """Rows of dicts -> a GitHub markdown table (columns in first-seen order)."""
+    if not rows:
+        return "_(no rows)_"
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(format_value(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines)
 
 
 def _show(path: Path) -> str:

@@ -34,7 +34,7 @@ from minivid.data import (
 )
 from minivid.data.render import coverage_reference, sdf_triangle
 from minivid.data.world import HALF_EXTENT
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 from minivid.utils import cache_dir, make_generator
 
 KINDS = ("image", "video", "video_text")

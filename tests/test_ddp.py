@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 from minivid.train import train
 from minivid.utils import load_checkpoint
 

@@ -26,7 +26,7 @@ from minivid.diffusion import (
     v_from_x0_eps,
     x0_eps_from_v,
 )
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 
 F64 = torch.float64
 

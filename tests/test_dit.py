@@ -12,7 +12,7 @@ from minivid.models.dit import (
     model_flops,
 )
 from minivid.ops import Rope3D, naive_attention
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 from minivid.train import count_params
 
 F64 = torch.float64

@@ -13,7 +13,7 @@ from minivid.diffusion.flow import (
     x0_eps_from_velocity,
 )
 from minivid.models.dit import DiT, dit_config
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 
 F64 = torch.float64
 MU = torch.tensor([0.7, -1.5, 0.0, 2.0], dtype=F64)      # data ~ N(MU, diag(SD^2))

@@ -8,7 +8,7 @@ import torch
 from minivid.data import COLOR_RGB, WorldConfig, render, sample_batch, sample_params
 from minivid.eval import Judge, frechet_distance, hue_to_color
 from minivid.eval.frechet import gaussian_frechet, psd_sqrt
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 from minivid.utils import make_generator
 
 ACCS = ("color_acc", "shape_acc", "size_acc", "motion_acc")

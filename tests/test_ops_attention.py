@@ -6,7 +6,7 @@ import torch
 
 from minivid.ops import attention, naive_attention, tiled_attention, tiled_attention_forward
 from minivid.ops.attention import _check_inputs
-from minivid.testing import assert_close, available_devices
+from minivid.compare import assert_close, available_devices
 
 DEVICES = available_devices()
 F64 = torch.float64

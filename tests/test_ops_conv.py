@@ -13,7 +13,7 @@ from minivid.ops import (
     factorized_conv3d_flops,
     factorized_conv3d_reference,
 )
-from minivid.testing import assert_close, available_devices
+from minivid.compare import assert_close, available_devices
 
 DEVICES = available_devices()
 F64 = torch.float64

@@ -14,7 +14,7 @@ from minivid.ops import (
     sincos_pos_embed_3d,
     timestep_embedding,
 )
-from minivid.testing import assert_close, available_devices
+from minivid.compare import assert_close, available_devices
 
 DEVICES = available_devices()
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from minivid.ops import AdaLNZero, gate, modulate, patchify, unpatchify
-from minivid.testing import assert_close, available_devices
+from minivid.compare import assert_close, available_devices
 
 DEVICES = available_devices()
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from minivid import results
-from minivid.bench import format_record, run_bench, table_markdown
+from minivid.bench import format_record, run_bench
+from minivid.results import table_markdown
 
 
 def test_documents_agree_with_recorded_results():

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from minivid.models.temporal import Pseudo3DConv, dirac_temporal_conv
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 
 
 def _conv2d(cin=3, cout=4, seed=0):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from minivid.data import VOCAB, all_captions, sample_batch
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 from minivid.text import (
     CLIPConfig,
     ImageEncoderConfig,

@@ -6,7 +6,7 @@ from torch import nn
 from minivid.diffusion import ddim_sample, guided_predict, make_schedule
 from minivid.models import UNet2D, unet2d_config
 from minivid.models.blocks import AttentionBlock
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 from minivid.text import (
     CrossAttentionRecorder,
     TextConditioner,

@@ -6,7 +6,7 @@ from torch import nn
 from minivid.diffusion import guided_predict
 from minivid.models import DiffusionMLP, MLPConfig, UNet2D, unet2d_config
 from minivid.models.blocks import AttentionBlock, ResBlock
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 
 
 def _tiny(**kw):

@@ -6,7 +6,7 @@ from minivid.models.blocks import ResBlock
 from minivid.models.temporal import SpaceTimeConv, TemporalAttention, temporal_attention_mask
 from minivid.models.unet3d import UNet3D, model_flops, unet3d_config
 from minivid.ops import conv3d_flops, factorized_conv3d_flops, factorized_conv3d_reference, naive_attention
-from minivid.testing import assert_close
+from minivid.compare import assert_close
 from minivid.train import count_params
 
 

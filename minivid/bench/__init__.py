@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from minivid.results import table_markdown
+
 PRESETS = ("smoke", "full")
 
 
@@ -69,40 +71,6 @@ def run_bench(name: str, preset: str = "smoke", seed: int = 0, out: str | os.Pat
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
     return record
-
-
-def format_value(v) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}" if abs(v) >= 10000 else str(v)
-    if isinstance(v, float):
-        if v != v:
-            return "nan"
-        a = abs(v)
-        if a == 0:
-            return "0"
-        if a >= 1000:
-            return f"{v:,.0f}"
-        if a >= 10:
-            return f"{v:.1f}"
-        if a >= 0.01:
-            return f"{v:.3f}"
-        return f"{v:.2e}"
-    return str(v)
-
-
-def table_markdown(rows: list[dict]) -> str:
-    """Rows of dicts -> a GitHub markdown table (columns in first-seen order)."""
-    if not rows:
-        return "_(no rows)_"
-    cols: list[str] = []
-    for r in rows:
-        cols += [c for c in r if c not in cols]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(format_value(r.get(c, "")) for c in cols) + " |")
-    return "\n".join(lines)
 
 
 def format_record(record: dict) -> str:

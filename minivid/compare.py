@@ -1,4 +1,4 @@
-"""Numerical checking helpers shared by the tests and the notebooks.
+"""Numeric comparison helpers (relative error, assert_close) shared by the tests, the notebooks and the checkers.
 
 One place for "are these two tensors the same?" so that every test, every notebook
 check and every exercise checker speaks the same language (relative error, explicit
