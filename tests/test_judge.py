@@ -94,6 +94,22 @@ def test_each_direction_and_speed(judge, direction, speed):
     assert p["centroid"].shape == (1, 8, 2) and p["frame_color"].shape == (1, 8)
 
 
+def test_motion_plausibility_needs_a_straight_path_at_a_world_speed(judge):
+    b = sample_batch(128, kind="video", split="heldout", size=16, frames=8, generator=make_generator(7))
+    x = b["x"]
+    assert judge.score(x)["motion_plausible"] == 1.0, "every real clip moves like the world"
+    assert judge.score(x.flip(2))["motion_plausible"] == 1.0, "played backwards: still a straight path"
+    static = x[:, :, :1].expand_as(x).contiguous()
+    assert judge.score(static)["motion_plausible"] == 0.0, "a still object does not move"
+    shuffled = x[:, :, torch.tensor([0, 5, 2, 7, 1, 6, 3, 4])]
+    assert judge.score(shuffled)["motion_plausible"] < 0.2, "frames out of order: no straight path"
+    fast = torch.cat([x[:, :, ::2]] * 2, 2)[:, :, :8]          # twice the world's speed, then a jump back
+    assert judge.score(fast)["motion_plausible"] < 0.2
+    noise = torch.rand(64, 3, 8, 16, 16, generator=make_generator(8)) * 2 - 1
+    assert judge.score(noise)["motion_plausible"] == 0.0
+    assert "motion_plausible" not in judge.score(x[:, :, :1])   # one frame: no motion to judge
+
+
 def test_broken_clips_lose_consistency_validity_and_gain_flicker(judge):
     real = _clip(0, 0, 1, 1, 0)
     s_real = judge.score(real)

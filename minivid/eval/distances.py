@@ -1,6 +1,6 @@
-"""Distances between two sets of samples: kernel MMD (Gretton et al. 2012) and sliced Wasserstein-1.
-
-Used on chapter 01's 2-D toy data, where the true distribution is known and these are exact enough.
+"""Distances between samples: kernel MMD (Gretton et al. 2012) and sliced Wasserstein-1 between two sets
+(chapter 01's 2-D toy data, where the true distribution is known), and PSNR between paired images or clips
+(reconstructions, interpolated frames).
 """
 from __future__ import annotations
 
@@ -42,4 +42,16 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_proj: int = 256, seed
     return float((px - py).abs().mean())
 
 
-__all__ = ["mmd_rbf", "sliced_wasserstein"]
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio per item, in dB: 10 log10(range^2 / MSE). x, y: (B, ...) -> (B,).
+
+    data_range = 2 for images in [-1, 1]. Clamp reconstructions to the range first (as a saved image
+    would be); identical items give +inf.
+    """
+    if x.shape != y.shape or x.dim() < 2:
+        raise ValueError(f"x and y must have one shape (B, ...), got {tuple(x.shape)} and {tuple(y.shape)}")
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(dim=1)
+    return (10 * torch.log10(data_range ** 2 / mse)).to(x.dtype)
+
+
+__all__ = ["mmd_rbf", "sliced_wasserstein", "psnr"]

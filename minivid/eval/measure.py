@@ -35,12 +35,21 @@ def _peak_normalise(v: torch.Tensor) -> torch.Tensor:
     return v / v.amax((1, 2), keepdim=True).clamp(0.5, 1)
 
 
+def _hue_and_color(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The judge's colour reading (what `measure_frames` uses): the rule of exercise 0.3, kept apart
+    so that the judge never runs a learner's unfinished answer."""
+    r, g, b = rgb.unbind(-1)
+    hue = torch.rad2deg(torch.atan2(math.sqrt(3) * (g - b), 2 * r - g - b)) % 360
+    return hue, torch.round(hue / 60).long() % 6
+
+
 def hue_to_color(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Hue in degrees [0, 360) and nearest Shapes World colour id for rgb (..., 3) in [0, 1].
 
     Uses the opponent-axis hue atan2(sqrt(3) (g - b), 2r - g - b), which is exact at the six
     primary and secondary colours (0, 60, ..., 300 degrees: red, yellow, green, cyan, blue,
     magenta, the order of minivid.data.COLORS). Returns (hue (...,) float, color (...,) long).
+    Exercise 0.3 (the judge reads colours with its own copy of the rule).
     """
     r, g, b = rgb.unbind(-1)
     ### BEGIN SOLUTION  # exercise 0.3: hue -> colour rule
@@ -113,7 +122,7 @@ def measure_frames(frames: torch.Tensor, world: WorldConfig) -> dict:
     w = m[:, None]
     mean_chroma = (chroma * w).sum((2, 3)) / mass[:, None]  # (N, 3)
     spread = ((chroma - mean_chroma[:, :, None, None]).abs().mean(1) * m).sum((1, 2)) / mass
-    hue, color = hue_to_color(mean_chroma)
+    hue, color = _hue_and_color(mean_chroma)
     sat = saturation(mean_chroma)
     hue_off = ((hue - 60 * color.float() + 180) % 360 - 180).abs()
     color_conf = (sat * (1 - hue_off / 30)).clamp(0, 1)
