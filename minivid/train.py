@@ -368,7 +368,8 @@ def _restore(path: Path, state: TrainState, opt, cfg: TrainConfig) -> None:
         opt.load_state_dict(ck["opt"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(
-            f"checkpoint {path} does not match this model/config ({e}); delete it to start over.") from None
+            f"checkpoint {path} does not match this model/config ({str(e).splitlines()[0][:200]}); "
+            "delete it to start over.") from None
     state.step = int(ck["step"])
     state.history = list(ck.get("history", []))
     state.evals = list(ck.get("evals", []))

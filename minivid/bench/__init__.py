@@ -4,6 +4,12 @@ Each benchmark is a module `minivid.bench.<name>` with a function
 
     run(preset: str, seed: int) -> dict   # {"figures": {...}, "tables": {name: [row, ...]}}
 
+and, where its headline figures come from a trained model, `HEADLINE` (their names) and
+`headline(preset, seed) -> {name: value}` (train that seed's model, judge it). `--seeds N` then runs
+`run` at the first seed and `headline` at the N - 1 others, and records per seed plus, for each
+headline figure, `<name>_mean`, `<name>_min` and `<name>_max` and the list `seeds`: a chapter's
+targets are stated at the worst seed.
+
 `figures` is a flat dict of named numbers (the targets an issue names); `tables` are lists of
 row dicts, printed here and rendered into the chapters by `minivid.results`. The runner adds
 the metadata every recorded figure carries: preset, seed, wall time, machine, versions.
@@ -21,6 +27,7 @@ from pathlib import Path
 import torch
 
 from minivid.results import table_markdown
+from minivid.utils import atomic_write
 
 PRESETS = ("smoke", "full")
 
@@ -46,20 +53,31 @@ def machine_info() -> dict:
     return info
 
 
-def run_bench(name: str, preset: str = "smoke", seed: int = 0, out: str | os.PathLike | None = None) -> dict:
-    """Run benchmark `name`, return its record (and write it as JSON to `out`)."""
+def run_bench(name: str, preset: str = "smoke", seed: int = 0, out: str | os.PathLike | None = None,
+              seeds: int = 1) -> dict:
+    """Run benchmark `name` (at `seeds` training seeds from `seed`), return its record (and write it to `out`)."""
     if name not in available():
         raise SystemExit(f"unknown benchmark {name!r}; available: {', '.join(available())}")
     if preset not in PRESETS:
         raise SystemExit(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    if seeds < 1:
+        raise SystemExit(f"--seeds must be at least 1, got {seeds}")
     module = importlib.import_module(f"minivid.bench.{name}")
+    if seeds > 1 and not hasattr(module, "headline"):
+        raise SystemExit(f"bench {name} has no per-seed headline figures; run it without --seeds")
     t0 = time.perf_counter()
     result = module.run(preset=preset, seed=seed)
+    if seeds > 1:
+        first = {k: v for k, v in result["figures"].items() if k in module.HEADLINE}
+        per_seed = [first] + [module.headline(preset=preset, seed=seed + i) for i in range(1, seeds)]
+        result["figures"].update(seed_summary(per_seed, module.HEADLINE, seed))
+        result.setdefault("tables", {})["seeds"] = [{"seed": seed + i, **f} for i, f in enumerate(per_seed)]
     wall = time.perf_counter() - t0
     record = {
         "bench": name,
         "preset": preset,
         "seed": seed,
+        "seeds": seeds,
         "wall_time_s": round(wall, 3),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
@@ -67,10 +85,18 @@ def run_bench(name: str, preset: str = "smoke", seed: int = 0, out: str | os.Pat
         "tables": result.get("tables", {}),
     }
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+        atomic_write(out, lambda f: f.write(json.dumps(record, indent=2, sort_keys=False) + "\n"), binary=False)
     return record
+
+
+def seed_summary(per_seed: list[dict], names, first_seed: int = 0) -> dict:
+    """{"seeds": [...], "<name>_mean", "<name>_min", "<name>_max"} over the seeds that report each name."""
+    out = {"seeds": [first_seed + i for i in range(len(per_seed))]}
+    for k in names:
+        vals = [float(f[k]) for f in per_seed if k in f]
+        if vals:
+            out.update({f"{k}_mean": sum(vals) / len(vals), f"{k}_min": min(vals), f"{k}_max": max(vals)})
+    return out
 
 
 def format_record(record: dict) -> str:

@@ -20,7 +20,7 @@ def _cmd_bench(args) -> int:
     if args.name == "list":
         print("\n".join(available()))
         return 0
-    record = run_bench(args.name, preset=args.preset, seed=args.seed, out=args.out)
+    record = run_bench(args.name, preset=args.preset, seed=args.seed, out=args.out, seeds=args.seeds)
     print(format_record(record))
     if args.out:
         print(f"wrote {args.out}")
@@ -32,24 +32,48 @@ def _cmd_exercises(args) -> int:
 
     if args.action == "export":
         try:
-            regions = exercises.export(args.dir, force=args.force)
-        except (exercises.ExerciseFormatError, FileExistsError) as e:
+            rep = exercises.export(args.dir, chapters=args.chapters, force=args.force)
+        except (exercises.ExerciseFormatError, FileExistsError, ValueError) as e:
             print(f"exercises export: {e}", file=sys.stderr)
             return 2
-        print(f"wrote a student copy to {args.dir} with {len(regions)} exercises stripped:")
-        for r in regions:
+        print(f"wrote a student copy to {args.dir} with {len(rep.regions)} exercises stripped:")
+        for r in rep.regions:
             print(f"  {r.id:>5}  {r.title}  ({r.where()})")
-        print(f"next: cd {args.dir} && pip install -e . && python -m minivid exercises check 1")
+        if rep.backed_up:
+            print(f"{len(rep.backed_up)} files you had changed were kept in {rep.backup_dir} before the update: "
+                  + ", ".join(rep.backed_up[:8]) + (" ..." if len(rep.backed_up) > 8 else ""))
+        first = rep.regions[0].chapter if rep.regions else "0"
+        print(f"next: cd {args.dir} && pip install -e . && python -m minivid exercises status"
+              f" (then: python -m minivid exercises check {first})")
         return 0
     if args.action == "list":
         for r in exercises.find_regions():
-            print(f"  {r.id:>5}  {r.title:<55} {r.where()}")
+            print(f"  {r.id:>5}  {r.title:<58} {r.where()}")
+        return 0
+    if args.action == "status":
+        exercises.status()
+        return 0
+    if args.action == "verify":
+        from minivid.exercises import meta
+
+        found = meta.problems(meta.run_meta())
+        print("\n".join(found) if found else "every exercise is caught on its own, and so is each known mistake")
+        return 1 if found else 0
+    if args.action == "hint":
+        if not args.dir:
+            raise UsageError("exercises hint needs an exercise id, e.g. `python -m minivid exercises hint 1.2`")
+        try:
+            exercises.hint(args.dir, level=99 if args.all else args.level)
+        except KeyError as e:
+            raise UsageError(f"exercises hint: {e.args[0]}") from None
         return 0
     if args.chapter is None:
-        raise UsageError("exercises check needs a chapter number, e.g. `python -m minivid exercises check 1`")
-    if not str(args.chapter).isdigit():
-        raise UsageError(f"exercises check: {args.chapter!r} is not a chapter number (e.g. 1)")
-    return 0 if exercises.check(int(args.chapter)) else 1
+        raise UsageError("exercises check needs a chapter, e.g. `python -m minivid exercises check 1` (A: the appendix)")
+    try:
+        chapter = exercises.normalize_chapter(args.chapter)
+    except ValueError as e:
+        raise UsageError(f"exercises check: {e}") from None
+    return 0 if exercises.check(chapter) else 1
 
 
 def _cmd_results(args) -> int:
@@ -114,14 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run a benchmark and record its figures as JSON")
     b.add_argument("name", help="benchmark name, or 'list'")
     b.add_argument("--preset", default="smoke", choices=["smoke", "full"])
-    b.add_argument("--seed", type=int_arg, default=0)
+    b.add_argument("--seed", type=int_arg, default=0, help="the first training seed")
+    b.add_argument("--seeds", type=positive_int, default=1, help="train and judge the headline model at N seeds")
     b.add_argument("--out", default=None, help="write the JSON record here (chapters/results/NAME.json for the chapters)")
 
-    x = sub.add_parser("exercises", help="export a student copy, list or check exercises")
-    x.add_argument("action", choices=["export", "check", "list"])
-    x.add_argument("dir", nargs="?", help="export: where to write the student copy")
-    x.add_argument("chapter", nargs="?", default=None, help="check: chapter number")
-    x.add_argument("--force", action="store_true", help="export over a non-empty directory")
+    x = sub.add_parser("exercises", help="the student copy and per-exercise feedback (export, check, status, hint)",
+                       description="export DIR [--chapter N ...] [--force]: write a student copy; check N: grade "
+                       "chapter N (A: the appendix); status: every exercise, done or to do; hint ID [--level K]: "
+                       "staged hints; list: where each exercise is; verify: prove each exercise and each known "
+                       "mistake is caught by its own tests")
+    x.add_argument("action", choices=["export", "check", "status", "hint", "list", "verify"])
+    x.add_argument("dir", nargs="?", help="export: where to write the student copy; check: the chapter (N or A); "
+                   "hint: the exercise id (e.g. 1.2)")
+    x.add_argument("chapter", nargs="?", default=None, help=argparse.SUPPRESS)
+    x.add_argument("--chapter", dest="chapters", action="append", metavar="N",
+                   help="export: strip only chapter N's exercises (repeat for more; default: every chapter)")
+    x.add_argument("--force", action="store_true", help="export into a non-empty folder (an earlier student copy): "
+                   "files you changed are backed up first")
+    x.add_argument("--level", type=positive_int, default=None, metavar="K", help="hint: show hints 1..K (default 1)")
+    x.add_argument("--all", action="store_true", help="hint: show every hint")
 
     r = sub.add_parser("results", help="render measured results into the chapters and README")
     r.add_argument("action", choices=["render"])

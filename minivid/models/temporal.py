@@ -87,9 +87,15 @@ class SpaceTimeConv(nn.Module):
 
 
 class TemporalAttention(nn.Module):
-    """Self-attention across frames at every pixel, with a relative position bias; zero-init output."""
+    """Self-attention across frames at every pixel, with a relative position bias; zero-init output.
 
-    def __init__(self, name: str, channels: int, head_dim: int, buckets: int = 16, max_distance: int = 32):
+    emb_dim: also read the block embedding (timestep + pooled text, (B*T, E)), added to the normalised
+    tokens through a zero-initialised projection - so the layer still starts as the identity, and a
+    layer inserted into a frozen image model (chapter 04) can learn text-dependent motion.
+    """
+
+    def __init__(self, name: str, channels: int, head_dim: int, buckets: int = 16, max_distance: int = 32,
+                 emb_dim: int | None = None):
         super().__init__()
         self.name, self.channels = name, channels
         self.heads = max(1, channels // head_dim)
@@ -97,15 +103,20 @@ class TemporalAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.rel_pos = RelativePositionBias(self.heads, buckets, max_distance)
         self.proj = zero_module(nn.Linear(channels, channels))
+        self.emb = zero_module(nn.Linear(emb_dim, channels)) if emb_dim else None
 
-    def forward(self, x, num_frames: int, image=None, **_):
-        """x: (B*T, C, H, W); image: (B,) bool or None -> (B*T, C, H, W)."""
+    def forward(self, x, num_frames: int, image=None, emb=None, **_):
+        """x: (B*T, C, H, W); image: (B,) bool or None; emb: (B*T, E) (read when built with emb_dim) -> x's shape."""
         N, C, H, W = x.shape
         T, B = num_frames, N // num_frames
         ### BEGIN SOLUTION  # exercise 3.2: the temporal attention reshape (every pixel, a sequence of T frames)
         tok = x.reshape(B, T, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)
         ### END SOLUTION
-        q, k, v = self.qkv(self.norm(tok)).reshape(B * H * W, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        h = self.norm(tok)
+        if self.emb is not None:
+            e = self.emb(F.silu(emb)).reshape(B, 1, T, C).expand(B, H * W, T, C).reshape(B * H * W, T, C)
+            h = h + e
+        q, k, v = self.qkv(h).reshape(B * H * W, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         mask = temporal_attention_mask(image, T)                           # (B, T, T) or None
         if mask is not None:
             mask = mask[:, None, None].expand(B, H * W, 1, T, T).reshape(B * H * W, 1, T, T)
@@ -114,12 +125,14 @@ class TemporalAttention(nn.Module):
         return out.reshape(B, H, W, T, C).permute(0, 3, 4, 1, 2).reshape(N, C, H, W)
 
 
-def dirac_temporal_conv(channels: int, kernel: int = 3) -> nn.Conv1d:
-    """A temporal conv (channels -> channels, `kernel` taps, 'same' padding) initialised to the identity."""
-    conv = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
+def dirac_temporal_conv(channels: int, kernel: int = 3) -> nn.Conv3d:
+    """A temporal conv on (B, C, T, H, W): `kernel` taps in time, 1x1 in space, 'same' padding, initialised
+    to the identity. (A (k,1,1) Conv3d is the same map as a Conv1d over every pixel's sequence of frames,
+    without the reshapes: the ops appendix measured it fastest.)"""
+    conv = nn.Conv3d(channels, channels, (kernel, 1, 1), padding=(kernel // 2, 0, 0))
     ### BEGIN SOLUTION  # exercise 4.2: identity (Dirac) initialisation of a temporal conv
     with torch.no_grad():
-        nn.init.dirac_(conv.weight)                    # weight[o, i, k] = 1 if o == i and k == centre else 0
+        nn.init.dirac_(conv.weight)                # weight[o, i, k, 0, 0] = 1 if o == i and k == centre else 0
         conv.bias.zero_()
     ### END SOLUTION
     return conv
@@ -147,9 +160,7 @@ class Pseudo3DConv(nn.Module):
         T = x.shape[2]
         ### BEGIN SOLUTION  # exercise 4.1: the pseudo-3-D conv (spatial per frame, then temporal per pixel)
         h = unfold_frames(self.spatial(fold_frames(x)), T)                 # per frame: (B, C, T, H, W)
-        B, C, _, H, W = h.shape
-        seq = h.permute(0, 3, 4, 1, 2).reshape(B * H * W, C, T)             # every pixel: a sequence of T frames
-        out = self.temporal(seq).reshape(B, H, W, C, T).permute(0, 3, 4, 1, 2)   # (B, C, T, H, W)
+        out = self.temporal(h)                                             # across frames, at every pixel
         if image is not None:
             out = torch.where(image.bool()[:, None, None, None, None], h, out)
         return out

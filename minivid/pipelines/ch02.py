@@ -40,6 +40,7 @@ from minivid.pipelines.ch02_clip import (  # the mini-CLIP half of the chapter, 
 )
 from minivid.pipelines.common import (
     ChapterCLI,
+    Denoiser,
     guided_ddim,
     is_finished,
     load_or_train,
@@ -147,12 +148,7 @@ def load_text_encoder(preset: str | Ch02Preset = "full", seed: int = 0, progress
     Loads the cached mini-CLIP checkpoint, or trains it first (with a progress bar) when absent.
     """
     p = get_preset(preset)
-    path = checkpoint_path("clip", p, seed)
-    tok = build_tokenizer(p.clip)
-    if not is_finished(path, p.clip.steps):
-        _, clip, _ = train_clip(p, seed, progress)
-    else:
-        clip = load_weights(build_clip(p.clip, tok), path, command=train_command(p))
+    tok, clip = load_clip(p, seed, progress)
     enc: TextEncoder = clip.text
     return tok, enc.eval().requires_grad_(False)
 
@@ -203,11 +199,29 @@ def train_t2i(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool =
     return state.sampling_model.eval(), schedule, cond, state
 
 
-@provides("ch02.t2i", path=lambda preset, seed=0: checkpoint_path("t2i", preset, seed))
 def load_t2i(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True):
     """(model, schedule, TextConditioner) of a preset, trained first if absent."""
     model, schedule, cond, _ = train_t2i(preset, seed, progress)
     return model, schedule, cond
+
+
+@provides("ch02.t2i", path=lambda preset, seed=0: checkpoint_path("t2i", preset, seed))
+def load_denoiser(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True) -> Denoiser:
+    """The trained text-to-image model as later chapters use it: Denoiser(model, schedule, cond, objective, size)."""
+    p = get_preset(preset)
+    model, schedule, cond = load_t2i(p, seed, progress)
+    return Denoiser(model, schedule, cond, p.t2i.objective, p.t2i.size)
+
+
+@provides("ch02.clip", path=lambda preset, seed=0: checkpoint_path("clip", preset, seed))
+def load_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool = True):
+    """(Tokenizer, MiniCLIP in eval mode): both towers, for later chapters that embed images in the text space."""
+    p = get_preset(preset)
+    path = checkpoint_path("clip", p, seed)
+    tok = build_tokenizer(p.clip)
+    if not is_finished(path, p.clip.steps):
+        return train_clip(p, seed, progress)[:2]
+    return tok, load_weights(build_clip(p.clip, tok), path, command=train_command(p)).requires_grad_(False)
 
 
 def sample_t2i(model: UNet2D, schedule: Schedule, cond: TextConditioner, prompts: list[str], guidance: float = 1.0,
@@ -255,4 +269,5 @@ CLI = ChapterCLI(train=cli_train, summary="mini-CLIP text encoder and a text-to-
 __all__ = ["ClipRecipe", "T2IRecipe", "Ch02Preset", "PRESETS", "get_preset", "checkpoint_path", "training_pairs",
            "training_clips", "pool_batches", "VIDEO_KEYS", "build_tokenizer", "build_clip", "clip_loss_fn",
            "train_clip", "load_text_encoder", "load_conditioner", "schedule_for", "build_unet", "t2i_loss_fn",
-           "train_t2i", "sample_t2i", "heldout_prompts", "combo_name", "judge_names", "load_t2i", "cli_train", "CLI"]
+           "train_t2i", "sample_t2i", "heldout_prompts", "combo_name", "judge_names", "load_t2i", "load_denoiser",
+           "load_clip", "cli_train", "CLI"]

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -191,6 +192,15 @@ def guided_ddim(model, schedule: Schedule, cond, prompts, item_shape: tuple[int,
 
 # ----------------------------------------------------------------------------- earlier chapters' models by name
 
+class Denoiser(NamedTuple):
+    """A trained text-conditioned denoiser and what sampling it needs (what `pretrained` gives for models)."""
+    model: torch.nn.Module
+    schedule: Schedule
+    cond: object                        # TextConditioner: prompts -> model kwargs
+    objective: str                      # "eps" | "x0" | "v"
+    size: int                           # frame side it was trained at
+
+
 @dataclass(frozen=True)
 class Provider:
     load: Callable                      # load(preset, seed=0, progress=True) -> the trained thing (trains if absent)
@@ -257,4 +267,4 @@ class ChapterCLI:
 
 __all__ = ["pick_preset", "with_steps", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
            "training_record", "load_or_train", "is_finished", "load_weights", "guided_ddim", "provides", "pretrained",
-           "pretrained_path", "ChapterCLI"]
+           "pretrained_path", "ChapterCLI", "Denoiser"]

@@ -1,0 +1,191 @@
+"""Chapter 04 benchmark: Make-A-Video on Shapes World (Singer et al. 2022, arXiv:2209.14792).
+
+`python -m minivid bench ch04 --preset full --seeds 3`:
+* headline (every seed): the temporal layers trained on unlabelled clips (frozen chapter-02 image model),
+  256 held-out prompts judged: colour, shape, size (the frozen prior kept), motion plausibility (one object
+  moving along a straight path at a world speed), direction (the text never said how things move, so
+  chance is 0.25 before fine-tuning), temporal consistency, flicker, validity; the image model's own
+  held-out accuracy at the same prompts for comparison;
+* trainable vs frozen parameters, train-step time, against chapter 03's model;
+* the conditioning ablation (one seed): pseudo-captions read off a frame through the mini-CLIP space vs the
+  unconditional branch only, and how often the pseudo-caption names the clip's true appearance;
+* the fine-tuning curve (one seed): held-out direction after a short fine-tune on 0, 100, 500, 2,000
+  captioned clips;
+* frame interpolation (one seed): PSNR of the network vs linear blending on held-out real clips with every
+  other frame removed; extrapolation PSNR; the judge's consistency and flicker on 15-frame generated clips.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from minivid.data import WorldConfig, parse_caption, sample_batch, video_pool
+from minivid.eval import Judge, psnr
+from minivid.pipelines import ch04
+from minivid.pipelines.common import guided_ddim, training_record
+from minivid.train import count_params
+from minivid.utils import make_generator
+
+HEADLINE = ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "heldout_motion_plausible",
+            "heldout_temporal_consistency", "heldout_flicker", "heldout_validity", "heldout_motion_acc",
+            "train_minutes")
+
+
+def heldout_prompts(n: int, r: ch04.VideoRecipe, seed: int = 0) -> dict:
+    """n held-out video-text prompts with labels and real clips (the same draw chapter 03 is judged on)."""
+    return sample_batch(n, kind="video_text", split="heldout", size=r.size, frames=r.frames,
+                        generator=make_generator(30_000 + seed))
+
+
+def _judged(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
+    s = judge.score(x, labels)
+    return {k: s[k] for k in ("color_acc", "shape_acc", "size_acc", "motion_plausible", "motion_acc",
+                              "temporal_consistency", "flicker", "validity") if k in s}
+
+
+def _sample(model, schedule, cond, p, prompts, seed, frames=None, **kw):
+    r = p.video
+    return ch04.generate(model, schedule, cond, prompts["captions"], p.guidance,
+                         objective=ch04.image_model(r).objective, steps=p.eval_steps, seed=seed,
+                         frames=frames or r.frames, size=r.size, **kw)
+
+
+def _main(p, seed: int):
+    """Train (or load) one seed's model and judge it: (figures, model, schedule, cond, prompts, clips)."""
+    model, schedule, cond, state = ch04.train_video(p, seed, progress=True)
+    prompts = heldout_prompts(p.eval_samples, p.video)
+    x = _sample(model, schedule, cond, p, prompts, seed)
+    figs = {f"heldout_{k}": v for k, v in _judged(Judge(), x, prompts["labels"]).items()}
+    rec = training_record(ch04.checkpoint_path("video", p, seed))
+    if rec:
+        figs["train_minutes"] = rec["train_wall_s"] / 60
+    return figs, model, schedule, cond, prompts, x
+
+
+def headline(preset: str = "smoke", seed: int = 0) -> dict:
+    """The main model of one training seed, judged on the held-out prompts: {"heldout_*": ...}."""
+    return _main(ch04.get_preset(preset), seed)[0]
+
+
+def _step_time(model, batch_fn, loss_fn, steps: int) -> float:
+    params = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        g = make_generator(i)
+        loss = loss_fn(model, batch_fn(i, g), g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def _db(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean PSNR over clips (dB), of the frames given."""
+    return psnr(x.clamp(-1, 1).contiguous(), y.contiguous()).mean().item()
+
+
+def _interp_figures(p, seed: int, figures: dict, tables: dict, x_gen: torch.Tensor, judge: Judge) -> None:
+    """Frame interpolation: network vs linear blending on held-out real clips, and on generated clips."""
+    interp, schedule, cond = ch04.train_interpolator(p, seed, progress=True)
+    objective = ch04.image_model(p.video).objective
+    n, i = p.interp_eval, p.interp
+    w = WorldConfig()
+    half = WorldConfig(size=p.video.size, frames=i.interp_frames, speed_slow=w.speed_slow / 2,
+                       speed_fast=w.speed_fast / 2)
+    real = sample_batch(n, kind="video", split="heldout", world=half, generator=make_generator(40_000 + seed))["x"]
+    kw = dict(objective=objective, steps=p.eval_steps, seed=seed)
+    net = ch04.interpolate(interp, schedule, cond, real[:, :, ::2], **kw)
+    lin = ch04.linear_blend(real[:, :, ::2])
+    odd = slice(1, None, 2)
+    figures["interp_psnr_network"] = _db(net[:, :, odd], real[:, :, odd])
+    figures["interp_psnr_linear"] = _db(lin[:, :, odd], real[:, :, odd])
+    ext_real = sample_batch(n, kind="video", split="heldout", size=p.video.size, frames=i.extrap_frames,
+                            generator=make_generator(41_000 + seed))["x"]
+    T0 = p.video.frames
+    ext = ch04.extrapolate(interp, schedule, cond, ext_real[:, :, :T0], extra=i.extrap_frames - T0, **kw)
+    hold = ext_real[:, :, T0 - 1:T0].expand_as(ext_real[:, :, T0:])
+    figures["extrap_psnr_network"] = _db(ext[:, :, T0:], ext_real[:, :, T0:])
+    figures["extrap_psnr_hold_last_frame"] = _db(hold, ext_real[:, :, T0:])
+    gen = x_gen[:n]
+    up = ch04.interpolate(interp, schedule, cond, gen, **kw)
+    rows = []
+    for name, clips in (("generated, 8 frames", gen), ("interpolated by the network, 15 frames", up),
+                        ("linear blending, 15 frames", ch04.linear_blend(gen))):
+        s = judge.score(clips)
+        rows.append({"clips": name, "temporal_consistency": s["temporal_consistency"], "flicker": s["flicker"],
+                     "validity": s["validity"]})
+    tables["interpolated_generated"] = rows
+    figures["interp15_temporal_consistency"] = rows[1]["temporal_consistency"]
+    figures["interp15_flicker"] = rows[1]["flicker"]
+
+
+def run(preset: str = "smoke", seed: int = 0) -> dict:
+    p = ch04.get_preset(preset)
+    r = p.video
+    judge = Judge()
+    figures, tables = {}, {}
+
+    t0 = time.perf_counter()
+    heads, model, schedule, cond, prompts, x = _main(p, seed)
+    figures.update(heads)
+    image = ch04.image_model(r)
+    img = guided_ddim(image.model, schedule, cond, prompts["captions"], (3, r.size, r.size),
+                           guidance=p.guidance, objective=image.objective, steps=p.eval_steps, seed=seed)
+    base = {k: v for k, v in _judged(judge, img, prompts["labels"]).items() if k.endswith("_acc")}
+    real = _judged(judge, prompts["x"], prompts["labels"])
+    tables["heldout"] = [{"samples": f"Make-A-Video ({r.steps} steps, unlabelled clips)",
+                          **{k[8:]: v for k, v in heads.items() if k.startswith("heldout_")}},
+                         {"samples": "the frozen chapter-02 image model (one frame)", **base},
+                         {"samples": "real held-out clips", **real}]
+    figures.update({f"image_model_{k}": v for k, v in base.items()})
+    figures["heldout_frechet"] = judge.frechet(prompts["x"], x)
+
+    # cost: what trains, and a step
+    data = ch04.training_data(r, cond, progress=False)
+    net = ch04.build_video_model(r, image.model)
+    step = _step_time(net, ch04.make_batch_fn(r, data),
+                      ch04.loss_fn_for(schedule, image.objective, cond.null_features(), r.p_uncond),
+                      steps=2 if p.name == "smoke" else 6)
+    figures.update(params_total=count_params(net), params_trainable=count_params(net, trainable_only=True),
+                   train_step_s=step)
+    tables["cost"] = [{"model": "Make-A-Video: frozen ch02 U-Net + temporal layers", "params": figures["params_total"],
+                       "trainable": figures["params_trainable"], f"train step s ({r.batch_size} clips)": step}]
+
+    # the conditioning question (one seed)
+    pool_labels = video_pool(r.size, r.frames, r.video_pool)["labels"]        # read only here, to score
+    figures["pseudo_caption_appearance_acc"] = _caption_accuracy(data["captions"], pool_labels)
+    null = replace(r, conditioning="null")
+    m2, s2, c2, _ = ch04.train_video(p, seed, progress=True, recipe=null)
+    x2 = ch04.generate(m2, s2, c2, prompts["captions"], p.guidance, objective=image.objective, steps=p.eval_steps,
+                       seed=seed, frames=r.frames, size=r.size)
+    tables["conditioning"] = [{"training text": "pseudo-captions (a frame through the mini-CLIP space)",
+                               **_judged(judge, x, prompts["labels"])},
+                              {"training text": "none (the unconditional branch only)",
+                               **_judged(judge, x2, prompts["labels"])}]
+
+    # the fine-tuning curve (one seed)
+    rows = []
+    for n in p.finetune_clips:
+        mf, sf, cf = ch04.finetune(p, seed, clips=n, progress=True)
+        xf = ch04.generate(mf, sf, cf, prompts["captions"], p.guidance, objective=image.objective,
+                           steps=p.eval_steps, seed=seed, frames=r.frames, size=r.size)
+        rows.append({"captioned clips": n, **_judged(judge, xf, prompts["labels"])})
+        figures[f"finetune{n}_motion_acc"] = rows[-1].get("motion_acc", float("nan"))
+    tables["finetune_curve"] = rows
+
+    _interp_figures(p, seed, figures, tables, x, judge)
+    figures["bench_wall_minutes"] = (time.perf_counter() - t0) / 60
+    return {"figures": figures, "tables": tables}
+
+
+def _caption_accuracy(captions: list[str], labels: dict) -> float:
+    """How often a pseudo-caption names the clip's true colour, shape and size (labels never used in training)."""
+    hits = 0
+    for i, c in enumerate(captions):
+        want = parse_caption(c)
+        hits += all(int(labels[k][i]) == want[k] for k in ("color", "shape", "size"))
+    return hits / max(len(captions), 1)

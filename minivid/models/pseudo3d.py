@@ -1,0 +1,148 @@
+"""Make-A-Video's spatiotemporal network: a frozen text-to-image U-Net grown into a video model.
+
+Singer et al. 2022, arXiv:2209.14792, Sec. 3.2: every spatial 2-D conv is followed by a new 1-D conv
+across frames initialised to the identity (the *pseudo-3-D conv*, eq. 2), and every spatial attention
+by a new attention across frames whose output projection starts at zero (the *pseudo-3-D attention*,
+eq. 3). At initialisation the video model is the image model applied frame by frame, exactly; training
+on unlabelled video then moves only the new temporal parameters, so what the image model knows about
+appearance (and about text) is kept.
+
+Sec. 3.3, the frame interpolation network: the same network, given known frames and a mask as extra
+input channels (zero-initialised, so it starts as the video model), fine-tuned to fill in masked
+frames - interpolation (raise the frame rate) and extrapolation (extend a clip).
+
+    unet = pretrained("ch02.t2i", "full")[0]           # the frozen image model
+    video = inflate(unet, Pseudo3DConfig())            # in place; only the new layers require grad
+    clip_out = video(x_t, t, **text)                   # x_t: (B, 3, T, H, W)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from minivid.models.blocks import AttentionBlock, ResBlock, zero_module
+from minivid.models.temporal import Pseudo3DConv, TemporalAttention
+from minivid.models.unet2d import UNet2D
+
+
+@dataclass
+class Pseudo3DConfig:
+    temporal_conv: bool = True          # a temporal conv after each spatial conv (in every ResBlock)
+    temporal_attn: bool = True          # a temporal attention after each spatial attention block
+    kernel: int = 3                     # temporal conv taps
+    head_dim: int = 32
+    rel_pos_buckets: int = 16
+    rel_pos_max_distance: int = 32
+    text_in_time: bool = True           # temporal attention also reads the block embedding (time + pooled text)
+
+    def __post_init__(self):
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd and >= 1, got {self.kernel}")
+        if not (self.temporal_conv or self.temporal_attn):
+            raise ValueError("Pseudo3DConfig needs temporal_conv or temporal_attn (or there is nothing to train)")
+
+
+def inflate(unet: UNet2D, cfg: Pseudo3DConfig | None = None) -> UNet2D:
+    """Grow a 2-D U-Net into a pseudo-3-D video model, in place, and return it.
+
+    Every existing parameter is frozen (requires_grad=False); only the inserted temporal layers train
+    (`temporal_parameters`).
+    """
+    cfg = cfg or Pseudo3DConfig()
+    for blk in list(unet.blocks()):
+        if cfg.temporal_conv and isinstance(blk, ResBlock):
+            blk.conv1 = Pseudo3DConv(blk.conv1, cfg.kernel)
+            blk.conv2 = Pseudo3DConv(blk.conv2, cfg.kernel)
+    if cfg.temporal_attn:
+        emb_dim = 4 * unet.cfg.channels if cfg.text_in_time else None
+        where = [b.name for b in unet.blocks() if isinstance(b, AttentionBlock)]
+        unet.add_temporal_layers(lambda name, ch: TemporalAttention(f"{name}_t", ch, cfg.head_dim,
+                                                                    cfg.rel_pos_buckets, cfg.rel_pos_max_distance,
+                                                                    emb_dim=emb_dim), where)
+    temporal_parameters(unet)
+    return unet
+
+
+def temporal_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Freeze everything but the layers Make-A-Video adds, and return those: the temporal convs of the
+    pseudo-3-D convs, the temporal attentions, and (frame interpolation) the extra input conv."""
+    model.requires_grad_(False)
+    new = []
+    for m in model.modules():
+        part = m.temporal if isinstance(m, Pseudo3DConv) else m.extra if isinstance(m, ConditionedStem) else \
+            m if isinstance(m, TemporalAttention) else None
+        if part is not None:
+            new += [p for p in part.parameters() if all(p is not q for q in new)]
+    for p in new:
+        p.requires_grad_(True)
+    return new
+
+
+# ----------------------------------------------------------------------------- masked frame interpolation
+
+def interpolation_mask(frames: int, known: list[int] | torch.Tensor) -> torch.Tensor:
+    """(frames,) float: 1 at the known frame indices, 0 at the frames to fill in."""
+    known = torch.as_tensor(known, dtype=torch.long)
+    if known.numel() and (known.min() < 0 or known.max() >= frames):
+        raise ValueError(f"known frame indices must be in 0..{frames - 1}, got {known.tolist()}")
+    m = torch.zeros(frames)
+    m[known] = 1.0
+    return m
+
+
+def interpolation_input(known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The conditioning channels of the frame-interpolation network.
+
+    known: (B, C, T, H, W) clip (whatever sits in the masked frames is ignored); mask: (T,) or (B, T), 1 = known.
+    Returns (B, C + 1, T, H, W): the known frames with the unknown ones zeroed, then the mask as a channel.
+    """
+    B, C, T, H, W = known.shape
+    mask = mask.to(known)
+    if mask.shape not in ((T,), (B, T)):
+        raise ValueError(f"mask must be (T,) = ({T},) or (B, T) = ({B}, {T}), got {tuple(mask.shape)}")
+    ### BEGIN SOLUTION  # exercise 4.3: the interpolation network's input (masked frames and the mask channel)
+    m = mask.expand(B, T)[:, None, :, None, None]                          # (B, 1, T, 1, 1)
+    return torch.cat([known * m, m.expand(B, 1, T, H, W)], dim=1)
+    ### END SOLUTION
+
+
+class ConditionedStem(nn.Module):
+    """stem(x) + extra(conditioning): the first conv of a U-Net taking extra input channels.
+
+    The extra conv is zero-initialised, so the network starts exactly as it was without them.
+    Input (N, C + extra, H, W) with frames folded in, like the stem it wraps.
+    """
+
+    def __init__(self, stem: nn.Conv2d, extra_channels: int):
+        super().__init__()
+        self.stem, self.in_channels = stem, stem.in_channels
+        self.extra = zero_module(nn.Conv2d(extra_channels, stem.out_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x[:, :self.in_channels]) + self.extra(x[:, self.in_channels:])
+
+
+class FrameInterpolator(nn.Module):
+    """The masked frame-interpolation network: model(x_t, t, known=..., mask=..., **text) -> (B, 3, T, H, W).
+
+    Wraps an inflated video U-Net whose stem gains the known frames and the mask (`ConditionedStem`).
+    """
+
+    def __init__(self, video: UNet2D):
+        super().__init__()
+        c = video.cfg.in_channels
+        video.stem = ConditionedStem(video.stem, c + 1)
+        video.cfg.in_channels = 2 * c + 1
+        self.video, self.channels = video, c
+
+    def forward(self, x, t, known=None, mask=None, **kw):
+        """x: (B, C, T, H, W) noisy clip; known: (B, C, T, H, W); mask: (T,) or (B, T) (1 = known frame)."""
+        if known is None or mask is None:
+            raise ValueError("FrameInterpolator needs known= (B, C, T, H, W) and mask= (T,) or (B, T)")
+        return self.video(torch.cat([x, interpolation_input(known, mask)], dim=1), t, **kw)
+
+
+__all__ = ["Pseudo3DConfig", "inflate", "temporal_parameters", "interpolation_mask", "interpolation_input",
+           "ConditionedStem", "FrameInterpolator"]

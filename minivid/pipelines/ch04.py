@@ -1,0 +1,330 @@
+"""Chapter 04 recipes: Make-A-Video - temporal layers grown on the frozen chapter-02 text-to-image model,
+trained on unlabelled video; masked frame interpolation and extrapolation.
+
+Singer et al. 2022, arXiv:2209.14792. What is new here (the rest comes from the recipe layer and from
+chapter 02 by name, `pretrained("ch02.t2i")`):
+
+* the video model: chapter 02's U-Net, frozen, with pseudo-3-D layers inserted (`minivid.models.pseudo3d`);
+* its data: the *unlabelled* clip pool (`minivid.data.video_pool`) - no caption of a clip is ever read;
+* the conditioning question. The paper's decoder is conditioned on CLIP *image* embeddings, which unlabelled
+  video has, and a prior maps text to them at sampling time. Here the mini-CLIP's image and text towers share
+  one space, so each clip's first frame is embedded by the image tower and replaced by the nearest of the
+  appearance captions of the training combinations ("a big red circle"): a pseudo-caption read off the pixels,
+  through the shared space. The frozen spatial layers then see text as they did in chapter 02, and at sampling
+  time the real prompt takes its place (`VideoRecipe.conditioning="retrieved"`; "null" trains on the
+  unconditional branch only - the chapter measures both);
+* the optional third step, video-text fine-tuning on n captioned clips (`finetune`);
+* the frame-interpolation network (`minivid.pipelines.ch04_interp`, re-exported here).
+
+    model, schedule, cond, state = train_video("full")
+    clips = generate(model, schedule, cond, ["a big red circle moving to the right"] * 4)   # (4, 3, 8, 16, 16)
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from minivid.data import COLORS, SHAPES, SIZES, combos, from_uint8, time_reversed, video_pool, video_text_pool
+from minivid.diffusion import Schedule, diffusion_loss
+from minivid.models.pseudo3d import Pseudo3DConfig, inflate, temporal_parameters
+from minivid.pipelines import common
+from minivid.pipelines.common import (
+    ChapterCLI,
+    guided_ddim,
+    load_or_train,
+    load_weights,
+    pick_preset,
+    pretrained,
+    pretrained_path,
+    provides,
+    with_steps,
+)
+from minivid.text import TextConditioner, caption_dropout
+
+MODEL_VERSION = 1          # bump when an architecture or loss of this chapter changes (stale caches retrain)
+
+
+@dataclass(frozen=True)
+class VideoRecipe:
+    image_preset: str = "full"         # the frozen chapter-02 image model and text encoder
+    image_seed: int = 0                # ... trained at this seed (every seed of this chapter grows the same one)
+    pseudo3d: dict = field(default_factory=dict)   # Pseudo3DConfig overrides
+    conditioning: str = "retrieved"    # "retrieved": a frame's CLIP image embedding -> nearest caption | "null"
+    p_uncond: float = 0.1              # chance a clip trains with the null caption (retrieved only)
+    size: int = 16
+    frames: int = 8
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    video_pool: int = 8000             # unlabelled clips (plentiful)
+    time_reversal: float = 0.5         # chance a clip is played backwards (free data: no caption to fix)
+
+    def __post_init__(self):
+        if self.conditioning not in ("retrieved", "null"):
+            raise ValueError(f"conditioning must be 'retrieved' or 'null', got {self.conditioning!r}")
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """The paper's optional third step: a short fine-tune of the temporal layers on captioned clips."""
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 5e-4
+    warmup_steps: int = 20
+    ema_decay: float = 0.99
+    p_uncond: float = 0.1
+    time_reversal: float = 0.5         # clips played backwards, their caption's direction flipped
+
+
+@dataclass(frozen=True)
+class InterpRecipe:
+    """The frame-interpolation network: known frames + a mask in, every frame out (unlabelled clips)."""
+    interp_frames: int = 15            # 8 known frames -> one new frame between each pair
+    extrap_frames: int = 12            # 8 known frames -> 4 more
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    ema_decay: float = 0.995
+    pool: int = 2000                   # clips of each kind
+
+
+@dataclass(frozen=True)
+class Ch04Preset:
+    name: str
+    video: VideoRecipe
+    finetune: FinetuneRecipe = FinetuneRecipe()
+    interp: InterpRecipe = InterpRecipe()
+    finetune_clips: tuple[int, ...] = (0, 100, 500, 2000)
+    eval_samples: int = 256
+    eval_steps: int = 20
+    guidance: float = 3.0
+    interp_eval: int = 64
+
+
+PRESETS = {
+    "smoke": Ch04Preset(
+        name="smoke",
+        video=VideoRecipe(image_preset="smoke", frames=4, steps=3, batch_size=2, warmup_steps=0, video_pool=32),
+        finetune=FinetuneRecipe(steps=2, batch_size=2, warmup_steps=0),
+        interp=InterpRecipe(interp_frames=7, extrap_frames=6, steps=2, batch_size=2, warmup_steps=0, pool=16),
+        finetune_clips=(0, 8), eval_samples=4, eval_steps=2, interp_eval=2,
+    ),
+    "full": Ch04Preset(name="full", video=VideoRecipe()),
+}
+
+
+def get_preset(name: str | Ch04Preset) -> Ch04Preset:
+    return pick_preset(name, PRESETS, "ch04")
+
+
+def checkpoint_path(what: str, preset: str | Ch04Preset, seed: int = 0, recipe: VideoRecipe | None = None,
+                    clips: int = 0) -> Path:
+    """Where a trained model lives: what = "video" | "finetune" (with `clips` captioned clips) | "interp"."""
+    p = get_preset(preset)
+    r = recipe or p.video
+    image = pretrained_path("ch02.t2i", r.image_preset, r.image_seed).name
+    name = p.name if r == p.video else f"{p.name}-{r.conditioning}-{common.recipe_key(r, seed=seed)}"
+    parts = {"video": (r,), "finetune": (r, p.finetune, clips), "interp": (r, p.interp)}
+    if what not in parts:
+        raise ValueError(f"what must be one of {sorted(parts)}, got {what!r}")
+    tag = f"finetune{clips}" if what == "finetune" else what
+    return common.checkpoint_path("ch04", tag, name, seed, *parts[what], image, version=MODEL_VERSION)
+
+
+def train_command(preset) -> str:
+    return f"python -m minivid train ch04 --preset {get_preset(preset).name}"
+
+
+# ----------------------------------------------------------------------------- the frozen image model, grown
+
+def image_model(recipe: VideoRecipe, progress: bool = True) -> common.Denoiser:
+    """The frozen chapter-02 text-to-image model (model, schedule, cond, objective, size), trained first if absent."""
+    return pretrained("ch02.t2i", recipe.image_preset, recipe.image_seed, progress)
+
+
+def build_video_model(recipe: VideoRecipe, unet) -> torch.nn.Module:
+    """A copy of the image U-Net with pseudo-3-D layers; only they require grad."""
+    return inflate(copy.deepcopy(unet), Pseudo3DConfig(**recipe.pseudo3d))
+
+
+def appearance_captions() -> list[str]:
+    """One caption per attribute combination of the training split: "a big red circle", ..."""
+    return [f"a {SIZES[z]} {COLORS[c]} {SHAPES[s]}" for c, s, z in combos("train").tolist()]
+
+
+def pseudo_captions(clips_uint8: torch.Tensor, recipe: VideoRecipe, progress: bool = True,
+                    batch: int = 1024) -> list[str]:
+    """Each clip's first frame, embedded by the mini-CLIP image tower, named by the nearest appearance caption.
+
+    The pixels pick the caption through the shared image-text space; the clip's own caption is never read.
+    """
+    tok, clip = pretrained("ch02.clip", recipe.image_preset, recipe.image_seed, progress)   # trains if absent
+    bank = appearance_captions()
+    with torch.no_grad():
+        text = clip.encode_text(*tok.encode(bank))                               # (K, E), normalised
+        picks = [(clip.encode_image(from_uint8(clips_uint8[i:i + batch, :, 0])) @ text.T).argmax(1)
+                 for i in range(0, len(clips_uint8), batch)]                     # first frames -> nearest caption
+    return [bank[int(k)] for k in torch.cat(picks)]
+
+
+def training_data(recipe: VideoRecipe, cond: TextConditioner, progress: bool = True) -> dict:
+    """{"x": (N, 3, T, S, S) uint8 unlabelled clips, "text": their (pseudo-)caption features or None, "captions"}."""
+    pool = video_pool(recipe.size, recipe.frames, recipe.video_pool)
+    if recipe.conditioning == "null":
+        return {"x": pool["x"], "text": None, "captions": None}
+    caps = pseudo_captions(pool["x"], recipe, progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = cond(caps)
+    return {"x": pool["x"], "text": text, "captions": caps}
+
+
+def make_batch_fn(recipe, data: dict, batch_size: int | None = None, time_reversal: float | None = None):
+    """batch_fn(step, g) -> {"x": (B, 3, T, S, S), "context", "context_mask", "pooled"} (null text when absent).
+
+    With `time_reversal` p a clip is played backwards with probability p; when the data has
+    "text_reversed" (captioned clips), its caption flips direction with it.
+    """
+    B = batch_size or recipe.batch_size
+    p_back = recipe.time_reversal if time_reversal is None else time_reversal
+
+    def batch_fn(step, g):
+        idx = torch.randint(0, len(data["x"]), (B,), generator=g)
+        x = from_uint8(data["x"][idx])
+        back = torch.rand(B, generator=g) < p_back
+        x = torch.where(back[:, None, None, None, None], x.flip(2), x)
+        out = {"x": x}
+        if data.get("text") is not None:
+            for k, v in data["text"].items():
+                out[k] = v[idx]
+                if data.get("text_reversed") is not None:
+                    out[k] = torch.where(back.view(B, *[1] * (v.dim() - 1)), data["text_reversed"][k][idx], out[k])
+        return out
+    return batch_fn
+
+
+def loss_fn_for(schedule: Schedule, objective: str, null: dict, p_uncond: float):
+    """Caption dropout (everything is dropped when the batch has no text), then the diffusion loss."""
+    def loss_fn(net, batch, g):
+        B = batch["x"].shape[0]
+        if "context" in batch:
+            text, _ = caption_dropout({k: batch[k] for k in null}, null, p_uncond, generator=g)
+        else:
+            text = {k: v.expand(B, *v.shape) for k, v in null.items()}
+        return diffusion_loss(net, batch["x"], schedule, objective, generator=g, cond=text)
+    return loss_fn
+
+
+def train_video(preset: str | Ch04Preset = "full", seed: int = 0, progress: bool = True,
+                recipe: VideoRecipe | None = None, retrain: bool = False):
+    """Train (or load) the temporal layers on unlabelled video. Returns (EMA model, schedule, cond, TrainState)."""
+    p = get_preset(preset)
+    r = recipe or p.video
+    image = image_model(r, progress)
+    schedule, cond = image.schedule, image.cond
+    data = training_data(r, cond, progress)
+    torch.manual_seed(seed)
+    model = build_video_model(r, image.model)
+    state = load_or_train(model, loss_fn_for(schedule, image.objective, cond.null_features(), r.p_uncond),
+                          make_batch_fn(r, data), r, checkpoint_path("video", p, seed, r), seed=seed,
+                          progress=progress, retrain=retrain, params=temporal_parameters(model), ckpt_every=250,
+                          desc=f"ch04 temporal layers ({p.name}, {r.conditioning})", command=train_command(p))
+    return state.sampling_model.eval(), schedule, cond, state
+
+
+@provides("ch04.video", path=lambda preset, seed=0: checkpoint_path("video", preset, seed))
+def load_video_model(preset: str | Ch04Preset = "full", seed: int = 0, progress: bool = True):
+    """(model, schedule, cond) of a preset: the cached video model, trained first (with progress bars) if absent."""
+    p = get_preset(preset)
+    path = checkpoint_path("video", p, seed)
+    if not path.exists():
+        print(f"no trained chapter-04 model for preset {p.name!r} (seed {seed}) yet; training it now ({path.name})")
+        return train_video(p, seed, progress)[:3]
+    image = image_model(p.video, progress)
+    model = load_weights(build_video_model(p.video, image.model), path, steps=p.video.steps, command=train_command(p))
+    return model, image.schedule, image.cond
+
+
+def generate(model, schedule: Schedule, cond: TextConditioner, prompts: list[str], guidance: float = 3.0, *,
+             objective: str = "v", steps: int = 50, seed: int = 0, frames: int = 8, size: int = 16,
+             batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """One clip per prompt with DDIM + classifier-free guidance: (B, 3, frames, size, size) in [-1, 1]."""
+    return guided_ddim(model, schedule, cond, prompts, (3, frames, size, size), guidance=guidance,
+                       objective=objective, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+
+
+# ----------------------------------------------------------------------------- step 3: video-text fine-tuning
+
+def finetune(preset: str | Ch04Preset = "full", seed: int = 0, clips: int = 2000, progress: bool = True):
+    """The unlabelled-video model fine-tuned on the first `clips` captioned clips (0: the model as it is).
+
+    Returns (model, schedule, cond). Clips are played backwards with their caption's direction flipped.
+    """
+    p = get_preset(preset)
+    r, f = p.video, p.finetune
+    model, schedule, cond = load_video_model(p, seed, progress)
+    if clips == 0:
+        return model, schedule, cond
+    pool = video_text_pool(r.size, r.frames, clips)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = {"x": pool["x"], "text": cond(pool["captions"]), "text_reversed": cond(time_reversed(pool)["captions"])}
+    net = copy.deepcopy(model).train()
+    state = load_or_train(net, loss_fn_for(schedule, image_model(r, False).objective, cond.null_features(), f.p_uncond),
+                          make_batch_fn(r, data, f.batch_size, f.time_reversal), f,
+                          checkpoint_path("finetune", p, seed, clips=clips), seed=seed, progress=progress,
+                          params=temporal_parameters(net), desc=f"ch04 fine-tune on {clips} captioned clips",
+                          command=train_command(p))
+    return state.sampling_model.eval(), schedule, cond
+
+
+
+# ----------------------------------------------------------------------------- command line
+
+def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> Path:
+    """`python -m minivid train ch04`: the temporal layers on unlabelled video (the frozen ch02 model first)."""
+    p = with_steps(get_preset(preset), "video", steps)
+    train_video(p, seed=seed)
+    return checkpoint_path("video", p, seed)
+
+
+def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, steps: int = 50,
+                 guidance: float | None = None, frames: int | None = None) -> torch.Tensor:
+    """`python -m minivid generate --model ch04`: clips for the prompts; `seed` picks the sampling noise only."""
+    p = get_preset(preset)
+    model, schedule, cond = load_video_model(p, seed=0)
+    r = p.video
+    return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
+                    objective=image_model(r, False).objective, steps=steps, seed=seed, frames=frames or r.frames,
+                    size=r.size)
+
+
+CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_rank=2,
+                 summary="Make-A-Video: temporal layers on the frozen ch02 image model, from unlabelled video")
+
+__all__ = ["VideoRecipe", "FinetuneRecipe", "InterpRecipe", "Ch04Preset", "PRESETS", "get_preset",
+           "checkpoint_path", "image_model", "build_video_model", "appearance_captions", "pseudo_captions",
+           "training_data", "make_batch_fn", "loss_fn_for", "train_video", "load_video_model", "generate", "finetune",
+           "train_command", "cli_train", "cli_generate", "CLI"]
+
+# the frame-interpolation half of the chapter (it builds on the video model above)
+from minivid.pipelines.ch04_interp import (  # noqa: E402
+    extrapolate,
+    fill_frames,
+    interp_batch_fn,
+    interp_loss_fn,
+    interp_pools,
+    interpolate,
+    linear_blend,
+    train_interpolator,
+)
+
+__all__ += ["interp_pools", "interp_batch_fn", "interp_loss_fn", "train_interpolator", "fill_frames", "interpolate",
+            "extrapolate", "linear_blend"]

@@ -1,0 +1,178 @@
+"""Chapter 04, Make-A-Video (arXiv:2209.14792): the frozen image model grown into a video model, trained on
+unlabelled clips only, and the masked frame-interpolation network (smoke size)."""
+import copy
+import warnings
+
+import pytest
+import torch
+
+from minivid.compare import assert_close
+from minivid.data import video_pool
+from minivid.models import UNet2D, unet2d_config
+from minivid.models.pseudo3d import (
+    FrameInterpolator,
+    Pseudo3DConfig,
+    inflate,
+    interpolation_input,
+    interpolation_mask,
+    temporal_parameters,
+)
+from minivid.pipelines import ch04
+
+
+def _randomize(module, seed=1, scale=0.1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=g))
+    return module
+
+
+def _image_model():
+    torch.manual_seed(0)
+    return _randomize(UNet2D(unet2d_config("unet2d-tiny", context_dim=8, pooled_dim=8))).eval()
+
+
+def _text(B, L=5, D=8):
+    g = torch.Generator().manual_seed(3)
+    return {"context": torch.randn(B, L, D, generator=g), "context_mask": torch.ones(B, L, dtype=torch.bool),
+            "pooled": torch.randn(B, D, generator=g)}
+
+
+@pytest.mark.exercise("4.1")
+@pytest.mark.exercise("4.2")
+def test_at_init_the_video_model_is_the_image_model_frame_by_frame_exactly():
+    image = _image_model()                                    # every weight random: nothing is trivially zero
+    video = inflate(copy.deepcopy(image))
+    x, t, text = torch.randn(2, 3, 5, 8, 8), torch.tensor([10, 700]), _text(2)
+    with torch.no_grad():
+        per_frame = image(x, t, **text)                       # the 2-D model on a clip: every frame on its own
+        frames = torch.stack([image(x[:, :, i], t, **text) for i in range(5)], 2)
+        out = video(x, t, **text)
+    assert out.abs().mean() > 0.01, "a meaningful comparison needs a non-zero output"
+    assert torch.equal(out, per_frame), "pseudo-3-D layers must start as the identity, exactly"
+    assert_close(out, frames, atol=1e-6, rtol=1e-6, name="one call per frame (other batch size, same maths)")
+
+
+def test_only_the_temporal_layers_train_and_the_image_weights_stay_bit_identical():
+    image = _image_model()
+    video = inflate(copy.deepcopy(image))
+    params = temporal_parameters(video)
+    new_ids = {id(p) for p in params}
+    assert all((id(p) in new_ids) == p.requires_grad for p in video.parameters())
+    names = [n for n, p in video.named_parameters() if p.requires_grad]
+    assert names and all(".temporal." in n or n.startswith("temporal.") for n in names), names
+    assert sum(p.numel() for p in params) < sum(p.numel() for p in image.parameters())
+    before = {n: p.clone() for n, p in video.named_parameters() if not p.requires_grad}
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    for _ in range(3):
+        loss = video(torch.randn(2, 3, 4, 8, 8), torch.tensor([5, 500]), **_text(2)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.equal(before[n], p) for n, p in video.named_parameters() if n in before)
+    moved = [n for n, p in video.named_parameters() if p.requires_grad]
+    assert moved, "the temporal layers did train"
+
+
+def test_temporal_attention_reads_text_through_a_zero_init_projection():
+    video = inflate(copy.deepcopy(_image_model()), Pseudo3DConfig(temporal_conv=False))
+    tattn = next(iter(video.temporal.values()))
+    assert tattn.emb is not None and tattn.emb.weight.abs().sum() == 0
+    plain = inflate(copy.deepcopy(_image_model()), Pseudo3DConfig(text_in_time=False))
+    assert next(iter(plain.temporal.values())).emb is None
+
+
+@pytest.mark.exercise("4.3")
+def test_interpolation_input_and_mask():
+    clip = torch.randn(2, 3, 5, 4, 4)
+    m = interpolation_mask(5, [0, 2, 4])
+    assert m.tolist() == [1, 0, 1, 0, 1]
+    inp = interpolation_input(clip, m)
+    assert inp.shape == (2, 4, 5, 4, 4)
+    assert torch.equal(inp[:, :3, ::2], clip[:, :, ::2]), "known frames pass unchanged"
+    assert bool((inp[:, :3, 1::2] == 0).all()), "unknown frames are zeroed: the network must not see them"
+    assert bool((inp[:, 3, ::2] == 1).all()) and bool((inp[:, 3, 1::2] == 0).all()), "the mask is a channel"
+    per_item = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 1, 0, 1]], dtype=torch.float)
+    inp2 = interpolation_input(clip, per_item)
+    assert bool((inp2[0, :3, 3:] == 0).all()) and torch.equal(inp2[1, :3, 2], clip[1, :, 2])
+    with pytest.raises(ValueError, match="mask must be"):
+        interpolation_input(clip, torch.ones(4))
+    with pytest.raises(ValueError, match="known frame indices"):
+        interpolation_mask(5, [5])
+
+
+@pytest.mark.exercise("4.3")
+def test_the_interpolation_network_starts_as_the_video_model():
+    video = inflate(copy.deepcopy(_image_model()))
+    interp = FrameInterpolator(copy.deepcopy(video))
+    x, t, text = torch.randn(2, 3, 5, 8, 8), torch.tensor([10, 700]), _text(2)
+    known, mask = torch.randn(2, 3, 5, 8, 8), interpolation_mask(5, [0, 4]).expand(2, 5)
+    with torch.no_grad():
+        assert torch.equal(interp(x, t, known=known, mask=mask, **text), video(x, t, **text))
+    trainable = {id(p) for p in temporal_parameters(interp)}
+    names = [n for n, p in interp.named_parameters() if id(p) in trainable]
+    assert "video.stem.extra.weight" in names and "video.stem.stem.weight" not in names
+    with torch.no_grad():                                      # once trained, the known frames matter
+        interp.video.stem.extra.weight.normal_()
+        a = interp(x, t, known=known, mask=mask, **text)
+        b = interp(x, t, known=known.flip(0), mask=mask, **text)
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match="needs known="):
+        interp(x, t, **text)
+
+
+def test_linear_blend():
+    clip = torch.arange(3.0).view(1, 1, 3, 1, 1).expand(1, 2, 3, 2, 2)
+    out = ch04.linear_blend(clip)
+    assert out.shape == (1, 2, 5, 2, 2) and out[0, 0, :, 0, 0].tolist() == [0, 0.5, 1, 1.5, 2]
+
+
+def test_unlabelled_pool_has_no_captions_and_pseudo_captions_come_from_the_pixels():
+    pool = video_pool(16, 4, 32)
+    assert all(c == "" for c in pool["captions"]), "the unlabelled pool carries no text"
+    r = ch04.get_preset("smoke").video
+    caps = ch04.pseudo_captions(pool["x"], r, progress=False)
+    bank = set(ch04.appearance_captions())
+    assert len(caps) == 32 and set(caps) <= bank and len(bank) == 31, "one caption per training combination"
+    flipped = ch04.pseudo_captions(pool["x"].flip(2), r, progress=False)
+    assert flipped == ch04.pseudo_captions(pool["x"][:, :, -1:].expand_as(pool["x"]).contiguous(), r,
+                                           progress=False), "read off the first frame only"
+
+
+def test_smoke_train_generate_finetune_interpolate():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, schedule, cond, state = ch04.train_video("smoke", progress=False)
+        p = ch04.get_preset("smoke")
+        image = ch04.image_model(p.video, progress=False)
+        frozen = dict(image.model.named_parameters())
+        for n, q in model.named_parameters():            # the image weights inside the video model are untouched
+            key = n.replace(".spatial.", ".")
+            if key in frozen:
+                assert torch.equal(q, frozen[key]), n
+        x = ch04.generate(model, schedule, cond, ["a big red circle moving to the left"] * 2, steps=2,
+                          frames=p.video.frames, progress=False)
+        assert x.shape == (2, 3, p.video.frames, 16, 16) and x.abs().max() <= 1
+        again = ch04.cli_generate(["a big red circle moving to the left"] * 2, preset="smoke", steps=2)
+        assert torch.equal(again[:, :, :, :, :], ch04.generate(*ch04.load_video_model("smoke", progress=False),
+                                                               ["a big red circle moving to the left"] * 2,
+                                                               guidance=p.guidance, steps=2, frames=p.video.frames,
+                                                               progress=False))
+        ft, _, _ = ch04.finetune("smoke", clips=8, progress=False)
+        assert any(not torch.equal(a, b) for a, b in zip(ft.parameters(), model.parameters()))
+        interp, s2, c2 = ch04.train_interpolator("smoke", progress=False)
+        up = ch04.interpolate(interp, s2, c2, x, steps=2)
+        assert up.shape == (2, 3, 2 * p.video.frames - 1, 16, 16) and torch.equal(up[:, :, ::2], x)
+        ext = ch04.extrapolate(interp, s2, c2, x, extra=2, steps=2)
+        assert ext.shape[2] == p.video.frames + 2 and torch.equal(ext[:, :, :p.video.frames], x)
+
+
+def test_checkpoint_keys_follow_the_frozen_image_model_and_the_conditioning():
+    from dataclasses import replace
+    p = ch04.get_preset("smoke")
+    base = ch04.checkpoint_path("video", p)
+    assert ch04.checkpoint_path("video", p, recipe=replace(p.video, conditioning="null")) != base
+    assert ch04.checkpoint_path("finetune", p, clips=8) != ch04.checkpoint_path("finetune", p, clips=16)
+    with pytest.raises(ValueError, match="conditioning must be"):
+        ch04.VideoRecipe(conditioning="text")
