@@ -92,8 +92,11 @@ def read_video(path: str | Path) -> torch.Tensor:
     if not path.exists():
         raise FileNotFoundError(f"no such video file: {path}")
     frames = np.asarray(iio.imread(path, index=None))   # (T, H, W, C)
-    if frames.ndim == 3:
-        frames = frames[None]
+    if frames.ndim == 3 and frames.shape[-1] in (3, 4):
+        frames = frames[None]                            # one RGB(A) image: a 1-frame clip
+    if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
+        raise ValueError(f"{path} holds {'grayscale ' if frames.ndim in (2, 3) else ''}frames of shape "
+                         f"{tuple(frames.shape)}; expected colour frames (T, H, W, 3)")
     frames = frames[..., :3]
     return torch.from_numpy(frames.copy()).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 

@@ -114,3 +114,49 @@ def test_malformed_numbers_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def _files(tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    (tmp_path / "text.gif").write_text("not a picture\n")
+    iio.imwrite(tmp_path / "gray.png", np.zeros((16, 16), np.uint8))
+    iio.imwrite(tmp_path / "tiny.gif", np.zeros((4, 4, 4, 3), np.uint8), extension=".gif")
+    iio.imwrite(tmp_path / "long.gif", (np.arange(40)[:, None, None, None] * np.ones((1, 16, 16, 3))).astype(np.uint8),
+                extension=".gif")
+    (tmp_path / "afile").write_text("x")
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["eval", "text.gif", "--prompt", "a red circle"], "not a readable GIF/MP4"),
+    (["eval", "gray.png", "--prompt", "a red circle"], "grayscale"),
+    (["eval", "tiny.gif", "--prompt", "a red circle"], "8..64 px"),
+    (["eval", "long.gif", "--prompt", "a red circle"], "1 to 32 frames"),
+    (["data", "--out", "afile/x.gif"], "cannot write"),
+    (["exercises", "export"], "needs a directory"),
+])
+def test_bad_files_are_one_line(argv, msg, tmp_path, monkeypatch, capsys):
+    _files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1, err
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_by_generate(tmp_path, monkeypatch, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ch03.load_video_model("smoke", progress=False)
+    path = ch03.checkpoint_path("smoke")
+    ck = torch.load(path, weights_only=True)
+    bad = dict(ck, ema={k: v.clone().fill_(float("nan")) if v.is_floating_point() else v for k, v in ck["ema"].items()})
+    saved = path.read_bytes()
+    try:
+        torch.save(bad, path)
+        assert main(["generate", "a red circle", "--preset", "smoke", "--steps", "1",
+                     "--out", str(tmp_path / "x.gif")]) == 1
+        err = capsys.readouterr().err
+        assert "non-finite weights" in err and not (tmp_path / "x.gif").exists()
+    finally:
+        path.write_bytes(saved)

@@ -135,6 +135,8 @@ def eval(args) -> int:  # noqa: A001 - the subcommand's name
         x = read_video(args.file)[None]
     except FileNotFoundError:
         raise UsageError(f"eval: no such file: {args.file}") from None
+    except ValueError as e:
+        raise UsageError(f"eval: {e}") from None
     except Exception as e:  # not a video imageio can read (a text file named .gif, a truncated file, ...)
         raise UsageError(f"eval: {args.file} is not a readable GIF/MP4 ({type(e).__name__}); give a clip written "
                          "by `python -m minivid generate` or `save_video(clip, path, scale=1)`") from None
