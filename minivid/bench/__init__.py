@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from minivid.results import table_markdown
-from minivid.utils import atomic_write
+from minivid.utils import atomic_write, make_generator
 
 PRESETS = ("smoke", "full")
 
@@ -87,6 +87,21 @@ def run_bench(name: str, preset: str = "smoke", seed: int = 0, out: str | os.Pat
     if out is not None:
         atomic_write(out, lambda f: f.write(json.dumps(record, indent=2, sort_keys=False) + "\n"), binary=False)
     return record
+
+
+def time_train_step(model, batch_fn, loss_fn, steps: int = 6, lr: float = 1e-4) -> float:
+    """Seconds per training step (AdamW on the parameters that require grad, real batches), after one warm-up."""
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=lr)
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        g = make_generator(i)
+        loss = loss_fn(model, batch_fn(i, g), g)
+        loss = loss[0] if isinstance(loss, tuple) else loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
 
 
 def seed_summary(per_seed: list[dict], names, first_seed: int = 0) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import torch
 
+from minivid.bench import time_train_step
 from minivid.data import DIRECTIONS, sample_batch, time_reversed
 from minivid.diffusion import q_sample, training_target
 from minivid.eval import Judge
@@ -113,19 +114,8 @@ def direction_confusion(judged: torch.Tensor, asked: torch.Tensor) -> list[dict]
 def measure_train_speed(r: ch03.VideoRecipe, cond, steps: int = 6) -> float:
     """Training steps per second of the recipe (fresh model, real batches, AdamW), after one warm-up step."""
     data = ch03.training_data(r, cond)
-    null = {k: v[0] for k, v in cond.null(1).items()}
-    batch_fn, loss_fn = ch03.make_batch_fn(r, data), ch03.loss_fn_for(r, ch03.schedule_for(r), null)
-    model = ch03.build_model(r, cond.dim)
-    opt = torch.optim.AdamW(model.parameters(), lr=r.lr)
-    for i in range(steps + 1):
-        if i == 1:
-            t0 = time.perf_counter()
-        g = make_generator(i)
-        loss = loss_fn(model, batch_fn(i, g), g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return steps / (time.perf_counter() - t0)
+    batch_fn, loss_fn = ch03.make_batch_fn(r, data), ch03.loss_fn_for(r, ch03.schedule_for(r), cond.null_features())
+    return 1.0 / time_train_step(ch03.build_model(r, cond.dim), batch_fn, loss_fn, steps, lr=r.lr)
 
 
 def run(preset: str = "smoke", seed: int = 0) -> dict:

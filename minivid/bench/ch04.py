@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import torch
 
+from minivid.bench import time_train_step
 from minivid.data import WorldConfig, parse_caption, sample_batch, video_pool
 from minivid.eval import Judge, psnr
 from minivid.pipelines import ch04
@@ -67,20 +68,6 @@ def _main(p, seed: int):
 def headline(preset: str = "smoke", seed: int = 0) -> dict:
     """The main model of one training seed, judged on the held-out prompts: {"heldout_*": ...}."""
     return _main(ch04.get_preset(preset), seed)[0]
-
-
-def _step_time(model, batch_fn, loss_fn, steps: int) -> float:
-    params = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    for i in range(steps + 1):
-        if i == 1:
-            t0 = time.perf_counter()
-        g = make_generator(i)
-        loss = loss_fn(model, batch_fn(i, g), g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - t0) / steps
 
 
 def _db(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -147,7 +134,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     # cost: what trains, and a step
     data = ch04.training_data(r, cond, progress=False)
     net = ch04.build_video_model(r, image.model)
-    step = _step_time(net, ch04.make_batch_fn(r, data),
+    step = time_train_step(net, ch04.make_batch_fn(r, data),
                       ch04.loss_fn_for(schedule, image.objective, cond.null_features(), r.p_uncond),
                       steps=2 if p.name == "smoke" else 6)
     figures.update(params_total=count_params(net), params_trainable=count_params(net, trainable_only=True),

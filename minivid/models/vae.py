@@ -77,6 +77,19 @@ class DiagonalGaussian:
         ### END SOLUTION
 
 
+def check_autoencoder_config(cfg) -> None:
+    """The checks every autoencoder config shares (this one and `video_vae.VideoVAEConfig`): clear ValueErrors."""
+    for name in ("in_channels", "channels", "num_res_blocks", "latent_channels", "groups"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or v < (0 if name == "num_res_blocks" else 1):
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if len(cfg.channel_mult) < 1 or any(not isinstance(c, int) or c < 1 for c in cfg.channel_mult):
+        raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {cfg.channel_mult!r}")
+    for c in cfg.channel_mult:
+        if (cfg.channels * c) % cfg.groups:
+            raise ValueError(f"channels*mult ({cfg.channels}*{c}) must divide into groups={cfg.groups}")
+
+
 @dataclass
 class VAEConfig:
     in_channels: int = 3
@@ -88,15 +101,7 @@ class VAEConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("in_channels", "channels", "num_res_blocks", "latent_channels", "groups"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < (0 if name == "num_res_blocks" else 1):
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if len(self.channel_mult) < 1 or any(not isinstance(c, int) or c < 1 for c in self.channel_mult):
-            raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {self.channel_mult!r}")
-        for c in self.channel_mult:
-            if (self.channels * c) % self.groups:
-                raise ValueError(f"channels*mult ({self.channels}*{c}) must divide into groups={self.groups}")
+        check_autoencoder_config(self)
 
     @property
     def downsample_factor(self) -> int:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minivid.models.vae import DiagonalGaussian
+from minivid.models.vae import DiagonalGaussian, check_autoencoder_config
 from minivid.ops import CausalConv3d, CausalTemporalDownsample, CausalTemporalUpsample
 
 
@@ -98,18 +98,10 @@ class VideoVAEConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("in_channels", "channels", "num_res_blocks", "latent_channels", "groups"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < (0 if name == "num_res_blocks" else 1):
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if len(self.channel_mult) < 1 or any(not isinstance(c, int) or c < 1 for c in self.channel_mult):
-            raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {self.channel_mult!r}")
+        check_autoencoder_config(self)
         if len(self.temporal_down) != len(self.channel_mult) - 1:
             raise ValueError(f"temporal_down needs one bool per downsampling stage ({len(self.channel_mult) - 1}), "
                              f"got {self.temporal_down!r}")
-        for c in self.channel_mult:
-            if (self.channels * c) % self.groups:
-                raise ValueError(f"channels*mult ({self.channels}*{c}) must divide into groups={self.groups}")
 
     @property
     def spatial_factor(self) -> int:
