@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from minivid.ddp import ddp_context, local_cuda_device, sync_device
 from minivid.utils import (
     CheckpointError,
     atomic_save,
@@ -150,35 +151,6 @@ def grad_norm(params: list[torch.nn.Parameter], max_norm: float | None) -> torch
     return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
-def ddp_context(device: torch.device | None = None) -> tuple[int, int]:
-    """(rank, world_size); under torchrun, joins the process group (NCCL on GPU LOCAL_RANK, else gloo)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
-        if cuda:
-            _set_local_cuda_device()
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _set_local_cuda_device() -> torch.device:
-    local, n = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
-    if local >= n:
-        raise RuntimeError(f"LOCAL_RANK={local} but {n} GPU(s) visible: use torchrun --nproc_per_node <= {n}")
-    torch.cuda.set_device(local)
-    return torch.device("cuda", local)
-
-
-def ddp_cleanup() -> None:
-    """End a torchrun job: wait for every rank, then tear the group down (else gloo's threads, still
-    running at interpreter exit, can abort a rank: "terminate called without an active exception")."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def _split_loss(out) -> tuple[torch.Tensor, dict]:
     if isinstance(out, tuple):
         loss, metrics = out
@@ -186,16 +158,12 @@ def _split_loss(out) -> tuple[torch.Tensor, dict]:
     return out, {}
 
 
-def _sync_device(device: torch.device) -> torch.device:
-    return device if dist.get_backend() == "nccl" else torch.device("cpu")
-
-
 def _health(loss: torch.Tensor, gnorm: torch.Tensor, rank: int, world: int, device: torch.device):
     """(mean loss over ranks, grad norm, [(rank, loss) non-finite]): one all-reduce, so all ranks agree."""
     if world == 1:
         lv, gv = float(loss.detach()), float(gnorm)
         return lv, gv, ([] if math.isfinite(lv) else [(0, lv)])
-    vec = torch.zeros(2 * world, dtype=torch.float64, device=_sync_device(device))
+    vec = torch.zeros(2 * world, dtype=torch.float64, device=sync_device(device))
     vec[rank] = loss.detach().double().reshape(())
     vec[world + rank] = gnorm.detach().double().reshape(())
     dist.all_reduce(vec)                      # each slot holds one rank's value (others add 0)
@@ -240,7 +208,7 @@ def train(
     device = torch.device(cfg.device) if cfg.device else default_device()
     rank, world = ddp_context(device)
     if world > 1 and device.type == "cuda":
-        device = _set_local_cuda_device()
+        device = local_cuda_device()
     ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else None
     # rank 0 holds the checkpoint's lock for the whole run; the other ranks wait for it at the barrier
     lock = file_lock(ckpt, cfg.desc) if ckpt is not None and rank == 0 else contextlib.nullcontext()
@@ -341,7 +309,7 @@ def _save_synced(path: Path, state: TrainState, opt, cfg: TrainConfig, rank: int
         err = e
     if world > 1:                             # 0: saved, 1: non-finite weights, 2: another error
         flag = torch.tensor([0.0 if err is None else 1.0 if isinstance(err, TrainingDiverged) else 2.0],
-                            device=_sync_device(device))
+                            device=sync_device(device))
         dist.all_reduce(flag)                 # the barrier: no rank runs ahead of the save
         if flag.item() and err is None:
             kind = TrainingDiverged if flag.item() == 1 else CheckpointError
@@ -382,22 +350,10 @@ def _maybe_crash_for_tests(step: int) -> None:
         os._exit(137)
 
 
-def replica_max_difference(model: torch.nn.Module) -> float:
-    """Under DDP: max abs difference of parameters across ranks (0.0 means identical)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return 0.0
-    flat = torch.cat([p.detach().flatten().float() for p in model.parameters()])
-    flat = flat.to(_sync_device(flat.device))
-    gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, flat)
-    return max(float((g - flat).abs().max()) for g in gathered)
-
-
 def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters of `model` (only those with requires_grad when trainable_only)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 __all__ = ["TrainConfig", "TrainState", "TrainingDiverged", "RESULT_FIELDS", "train", "to_device", "step_seed",
-           "save_train_checkpoint", "count_params", "ema_update", "lr_at", "grad_norm", "replica_max_difference",
-           "ddp_context", "ddp_cleanup"]
+           "save_train_checkpoint", "count_params", "ema_update", "lr_at", "grad_norm"]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from minivid.train import TrainConfig, TrainingDiverged, ddp_cleanup, replica_max_difference, train
+from minivid.ddp import ddp_cleanup, replica_max_difference
+from minivid.train import TrainConfig, TrainingDiverged, train
 
 
 def toy_model() -> torch.nn.Module:
