@@ -119,7 +119,7 @@ def render_block(record: dict, table: str) -> str:
                                f"(tables: {', '.join(record['tables']) or 'none'})")
         rows = record["tables"][table]
     try:
-        return table_markdown(rows) + "\n\n" + provenance(record) + "\n"
+        return table_markdown(rows) + "\n\n" + (record.get("provenance_line") or provenance(record)) + "\n"
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ResultsError(f"results/{record['bench']}.json: cannot render table {table!r} "
                            f"({type(e).__name__}: {e}); re-run its benchmark") from None
@@ -150,7 +150,7 @@ def render_text(text: str, results_dir: Path = RESULTS_DIR, name: str = "<text>"
             bench, table = opened[1].group("bench"), opened[1].group("table")
             try:
                 if bench not in cache:
-                    cache[bench] = load_record(bench, results_dir)
+                    cache[bench] = course_record(results_dir) if bench == COURSE else load_record(bench, results_dir)
                 out.append(render_block(cache[bench], table))
             except ResultsError as e:
                 raise ResultsError(f"{name}:{opened[0]}: block `{bench}:{table}`: {e}") from None
@@ -165,6 +165,82 @@ def render_text(text: str, results_dir: Path = RESULTS_DIR, name: str = "<text>"
         raise ResultsError(f"{name}:{opened[0]}: results block `{opened[1].group('bench')}:"
                            f"{opened[1].group('table')}` is never closed; add `{CLOSE}` after its table")
     return "".join(out)
+
+
+# ----------------------------------------------------------------------------- the whole course
+
+COURSE = "course"        # `<!-- results:course:syllabus -->`: a table built from every chapter, not one bench
+_PREREQ_RE = re.compile(r"^>.*?Prerequisites:\s*(?P<text>.+?)\s*$")
+
+
+def training_seconds(figures: dict) -> tuple[float, str] | None:
+    """A chapter's recorded training wall time on its bench machine, and the figure(s) it was read from:
+    `train_minutes`, else `total_train_s`, else the sum of every `*_train_s` / `*_train_wall_s` (not CPU time)."""
+    if "train_minutes" in figures:
+        return 60.0 * float(figures["train_minutes"]), "train_minutes"
+    if "total_train_s" in figures:
+        return float(figures["total_train_s"]), "total_train_s"
+    keys = [k for k in figures if k.endswith(("_train_s", "_train_wall_s")) and "cpu" not in k]
+    return (sum(float(figures[k]) for k in keys), " + ".join(keys)) if keys else None
+
+
+def _chapter_key(name: str) -> str | None:
+    head = name.split("_")[0]
+    return head if head.isdigit() and len(head) == 2 else "A" if head == "appendix" else None
+
+
+def course_record(results_dir: Path = RESULTS_DIR) -> dict:
+    """The syllabus: per chapter its topic, prerequisites, reading, lab, exercises and training minutes.
+
+    Everything is found, nothing listed: chapters/NN_*.md (topic = its title; prerequisites = the text after
+    "Prerequisites:" on a quoted line near its top), notebooks/NN_*.ipynb, the exercise regions of minivid/,
+    and chapters/results/chNN.json (`training_seconds`). The appendix is chapter A.
+    """
+    results_dir = Path(results_dir)
+    root = results_dir.parents[1]
+    rows: dict[str, dict] = {}
+
+    def row(key: str) -> dict:
+        return rows.setdefault(key, {"ch": key, "topic": "", "prerequisites": "", "reading": "", "lab": "",
+                                     "exercises": "", "training (min)": ""})
+
+    for doc in sorted((root / "chapters").glob("*.md")):
+        if (key := _chapter_key(doc.stem)) is None:
+            continue
+        lines = doc.read_text(encoding="utf-8").splitlines()
+        title = next((ln[2:].strip() for ln in lines if ln.startswith("# ")), doc.stem)
+        r = row(key)
+        r["topic"] = re.sub(r"^(Chapter\s+\d+|\d+)\s*[·—:-]\s*", "", title)
+        r["reading"] = f"[{doc.name}](chapters/{doc.name})"
+        pre = next((m.group("text") for ln in lines[:12] if (m := _PREREQ_RE.match(ln))), "")
+        r["prerequisites"] = re.sub(r"\]\((?!https?:|/)([^)]+)\)", r"](chapters/\1)", pre)
+    for nb in sorted((root / "notebooks").glob("*.ipynb")):
+        if (key := _chapter_key(nb.stem)) is not None:
+            row(key)["lab"] = f"[{nb.name}](notebooks/{nb.name})"
+    if (root / "minivid").is_dir():
+        from minivid.exercises.regions import find_regions
+        for reg in find_regions(root / "minivid"):
+            key = reg.chapter if reg.chapter == "A" else f"{int(reg.chapter):02d}"
+            r = row(key)
+            r["exercises"] = ", ".join(filter(None, [r["exercises"], reg.id]))
+    sources = []
+    for path in sorted(results_dir.glob("ch[0-9][0-9].json")):
+        record = load_record(path.stem, results_dir)
+        found = training_seconds(record["figures"])
+        if found is None:
+            continue
+        seconds, names = found
+        cores = record["machine"].get("cpu_count")
+        row(path.stem[2:])["training (min)"] = f"{seconds / 60:.1f}" + ("" if cores == 2 else f" ({cores} cores)")
+        sources.append(f"{path.name} `{names}` ({record['date'][:10]}, {cores} cores)")
+    table = sorted(rows.values(), key=lambda r: (r["ch"] == "A", r["ch"]))
+    for r in table:
+        for k in ("topic", "prerequisites", "reading", "lab", "exercises", "training (min)"):
+            r[k] = r[k] or "—"
+    line = ("_Rendered by `python -m minivid results render` from the chapters, the notebooks, the exercise regions "
+            "in `minivid/` and the training wall time recorded by each chapter's bench: "
+            + ("; ".join(sources) or "none recorded yet") + "._")
+    return {"bench": COURSE, "tables": {"syllabus": table}, "figures": {}, "provenance_line": line}
 
 
 def documents(root: Path = REPO_ROOT) -> list[Path]:

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
+from minivid.compare import assert_close
 from minivid.diffusion import (
     cfg_combine,
-    checks,
     ddim_sample,
     ddim_step,
     ddim_timesteps,
@@ -26,7 +26,7 @@ from minivid.diffusion import (
     v_from_x0_eps,
     x0_eps_from_v,
 )
-from minivid.compare import assert_close
+from minivid.exercises import ch01 as checks
 
 F64 = torch.float64
 

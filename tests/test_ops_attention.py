@@ -89,7 +89,7 @@ def test_forward_and_grads_match_reference(device, case, impl, block):
         assert_close(a, e, atol=1e-12, rtol=1e-10, name=f"{impl} d{name}")
 
 
-@pytest.mark.exercise("9.1")
+@pytest.mark.exercise("A.1")
 def test_exercise_online_softmax_update():
     """The tiled forward (online softmax over 3-key tiles, ragged last tile) equals the reference."""
     q, k, v, bias, mask, causal = _make(CASES[-1], "cpu")

@@ -76,7 +76,6 @@ def _causal(device, stride=1, kernel=(3, 3, 3), seed=0):
     return CausalConv3d(3, 4, kernel, stride=stride).to(device, F64)
 
 
-@pytest.mark.exercise("9.2")
 @pytest.mark.parametrize("device", DEVICES)
 def test_causal_conv_is_front_replicate_padded_conv(device):
     conv = _causal(device)
@@ -90,7 +89,6 @@ def test_causal_conv_is_front_replicate_padded_conv(device):
     assert_close(ys, ys[:, :, :1].expand_as(ys), atol=1e-12, rtol=1e-10, name="still video")
 
 
-@pytest.mark.exercise("9.2")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stride", [1, (2, 1, 1)])
 def test_causal_conv_never_sees_the_future(device, stride):
@@ -108,7 +106,6 @@ def test_causal_conv_never_sees_the_future(device, stride):
             assert not torch.equal(y2, y)
 
 
-@pytest.mark.exercise("9.2")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stride,kernel", [(1, (3, 3, 3)), ((2, 1, 1), (3, 3, 3)), (1, (4, 1, 3)), ((3, 2, 2), (3, 3, 3))])
 @pytest.mark.parametrize("chunks", [[1, 1, 1, 1, 1, 1, 1, 1, 1], [4, 5], [1, 2, 6], [2, 1, 1, 5]])

@@ -3,21 +3,21 @@ import pytest
 import torch
 from torch import nn
 
+from minivid.compare import assert_close
 from minivid.diffusion import ddim_sample, guided_predict, make_schedule
+from minivid.exercises import ch02 as checks
+from minivid.exercises.ch02 import naive_cross_attention
 from minivid.models import UNet2D, unet2d_config
 from minivid.models.blocks import AttentionBlock
-from minivid.compare import assert_close
 from minivid.text import (
     CrossAttentionRecorder,
     TextConditioner,
     TextEncoder,
     Tokenizer,
     caption_dropout,
-    checks,
     cross_attention,
     text_encoder_config,
 )
-from minivid.text.checks import naive_cross_attention
 
 
 @pytest.mark.exercise("2.2")

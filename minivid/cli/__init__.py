@@ -56,7 +56,10 @@ def _cmd_exercises(args) -> int:
     if args.action == "verify":
         from minivid.exercises import meta
 
-        found = meta.problems(meta.run_meta())
+        report = meta.run_meta()
+        found = meta.problems(report)
+        for note in meta.notes(report):
+            print(f"note: {note}")
         print("\n".join(found) if found else "every exercise is caught on its own, and so is each known mistake")
         return 1 if found else 0
     if args.action == "hint":
@@ -68,7 +71,8 @@ def _cmd_exercises(args) -> int:
             raise UsageError(f"exercises hint: {e.args[0]}") from None
         return 0
     if args.chapter is None:
-        raise UsageError("exercises check needs a chapter, e.g. `python -m minivid exercises check 1` (A: the appendix)")
+        raise UsageError("exercises check needs a chapter, e.g. `python -m minivid exercises check 1` "
+                         "(A: the appendix)")
     try:
         chapter = exercises.normalize_chapter(args.chapter)
     except ValueError as e:

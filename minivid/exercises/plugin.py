@@ -1,8 +1,10 @@
-"""pytest plugin used by `minivid exercises`: records the outcome of each exercise-marked test.
+"""pytest plugin used by `minivid exercises check`: records the outcome of each exercise-marked test.
 
 Loaded with `-p minivid.exercises.plugin`. With MINIVID_EXERCISE_REPORT=FILE it writes
-{"exercises": {id: {"passed": [...], "failed": [...], "messages": {nodeid: first line}}}}.
-With MINIVID_EXERCISE_CHAPTER=N only chapter N's exercise tests are kept.
+{"exercises": {id: {"passed": [...], "failed": [...], "messages": {nodeid: message}}}}, where a
+message is the exception that failed the test (type and text, as a learner would read it).
+MINIVID_EXERCISE_CHAPTER=N keeps only chapter N's exercise tests (N a number or A);
+MINIVID_EXERCISE_IDS=1.1,1.2 keeps only those exercises' tests.
 """
 from __future__ import annotations
 
@@ -16,16 +18,29 @@ def _ids(item) -> list[str]:
     return [str(m.args[0]) for m in item.iter_markers("exercise") if m.args]
 
 
+def failure_message(report, limit: int = 1500) -> str:
+    """'AssertionError: Exercise 1.1 (q_sample): ...' from a failed test report."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and crash.message:
+        return crash.message[:limit]
+    text = str(report.longrepr).strip().splitlines()
+    err = [ln[2:].strip() for ln in text if ln.startswith("E ")]
+    return ("\n".join(err) if err else (text[-1] if text else ""))[:limit]
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for ex in _ids(item):
             item.user_properties.append(("exercise", ex))
     chapter = os.environ.get("MINIVID_EXERCISE_CHAPTER")
-    if chapter is None:
+    wanted = {i for i in os.environ.get("MINIVID_EXERCISE_IDS", "").split(",") if i}
+    if chapter is None and not wanted:
         return
     keep, drop = [], []
     for item in items:
-        (keep if any(i.split(".")[0] == chapter for i in _ids(item)) else drop).append(item)
+        ids = _ids(item)
+        ok = any((chapter is None or i.split(".")[0] == chapter) and (not wanted or i in wanted) for i in ids)
+        (keep if ok else drop).append(item)
     items[:] = keep
     config.hook.pytest_deselected(items=drop)
 
@@ -39,9 +54,7 @@ def pytest_runtest_logreport(report):
             rec["passed"].append(report.nodeid)
         elif report.outcome == "failed":
             rec["failed"].append(report.nodeid)
-            text = str(report.longrepr).strip().splitlines()
-            last = [ln for ln in text if ln.startswith("E ")]
-            rec["messages"][report.nodeid] = (last[-1] if last else (text[-1] if text else ""))[:300]
+            rec["messages"][report.nodeid] = failure_message(report)
 
 
 def pytest_sessionfinish(session, exitstatus):

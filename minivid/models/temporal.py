@@ -86,6 +86,19 @@ class SpaceTimeConv(nn.Module):
         ### END SOLUTION
 
 
+def pixel_sequences(x: torch.Tensor, T: int) -> torch.Tensor:
+    """Frames folded into the batch -> one sequence of T frames per pixel: (B*T, C, H, W) -> (B*H*W, T, C).
+
+    The reshape temporal attention starts with (exercise 3.2). `TemporalAttention` does it with its own
+    line, so every video model of the course keeps working while the exercise is open.
+    """
+    N, C, H, W = x.shape
+    B = N // T
+    ### BEGIN SOLUTION  # exercise 3.2: the temporal attention reshape (every pixel, a sequence of T frames)
+    return x.reshape(B, T, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)
+    ### END SOLUTION
+
+
 class TemporalAttention(nn.Module):
     """Self-attention across frames at every pixel, with a relative position bias; zero-init output.
 
@@ -109,9 +122,7 @@ class TemporalAttention(nn.Module):
         """x: (B*T, C, H, W); image: (B,) bool or None; emb: (B*T, E) (read when built with emb_dim) -> x's shape."""
         N, C, H, W = x.shape
         T, B = num_frames, N // num_frames
-        ### BEGIN SOLUTION  # exercise 3.2: the temporal attention reshape (every pixel, a sequence of T frames)
-        tok = x.reshape(B, T, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)
-        ### END SOLUTION
+        tok = x.reshape(B, T, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)   # as pixel_sequences (3.2)
         h = self.norm(tok)
         if self.emb is not None:
             e = self.emb(F.silu(emb)).reshape(B, 1, T, C).expand(B, H * W, T, C).reshape(B * H * W, T, C)
@@ -167,5 +178,5 @@ class Pseudo3DConv(nn.Module):
         ### END SOLUTION
 
 
-__all__ = ["CONV_KINDS", "SpaceTimeConv", "TemporalAttention", "temporal_attention_mask", "Pseudo3DConv",
-           "dirac_temporal_conv", "fold_frames", "unfold_frames"]
+__all__ = ["CONV_KINDS", "SpaceTimeConv", "TemporalAttention", "temporal_attention_mask", "pixel_sequences",
+           "Pseudo3DConv", "dirac_temporal_conv", "fold_frames", "unfold_frames"]

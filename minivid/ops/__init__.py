@@ -16,6 +16,7 @@ from minivid.ops.causal_conv import (
     CausalConv3d,
     CausalTemporalDownsample,
     CausalTemporalUpsample,
+    causal_pad,
     compressed_frames,
 )
 from minivid.ops.conv import (
@@ -40,7 +41,7 @@ from minivid.ops.patches import AdaLNZero, gate, modulate, patchify, unpatchify
 __all__ = [
     "attention", "naive_attention", "tiled_attention", "sdpa_attention", "tiled_attention_forward",
     "TiledAttention", "causal_mask",
-    "CausalConv3d", "CausalTemporalDownsample", "CausalTemporalUpsample", "compressed_frames",
+    "CausalConv3d", "CausalTemporalDownsample", "CausalTemporalUpsample", "causal_pad", "compressed_frames",
     "FactorizedConv3d", "factorized_conv3d_reference", "conv3d_flops", "factorized_conv3d_flops",
     "timestep_embedding", "sincos_pos_embed_1d", "sincos_pos_embed_2d", "sincos_pos_embed_3d",
     "default_split_3d", "Rope3D", "rotate_half", "RelativePositionBias", "relative_position_bucket",

@@ -136,7 +136,7 @@ def tiled_attention_forward(q, k, v, bias4=None, mask4=None, causal=False, block
         j1 = min(j0 + block_size, Lk)
         s = _score_tile(qs, k, bias4, mask4, causal, j0, j1)  # (B, heads, Lq, bk)
         v_j = v[:, :, j0:j1].to(dt)  # (B, heads, bk, Dv)
-        ### BEGIN SOLUTION  # exercise 9.1: online-softmax update
+        ### BEGIN SOLUTION  # exercise A.1: online-softmax update
         m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
         m_use = m_new.masked_fill(m_new == NEG_INF, 0.0)  # a row that has seen nothing yet: avoid -inf - -inf
         alpha = torch.exp(m - m_use)  # <= 1: moves the old sums from the old max to the new one

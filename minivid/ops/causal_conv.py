@@ -10,6 +10,8 @@ so output frame t depends on input frames <= t. Two consequences it relies on:
   cache*) and put them in front of the next chunk instead of padding. Chunked == whole, exactly.
 
 Temporal down/upsampling keeps the first frame apart, mapping 1 + 2k <-> 1 + k frames.
+Exercise A.2 is `causal_pad`, the padding step on its own; `CausalConv3d` pads with its own two
+lines, so the video VAE (chapter 07) never runs a learner's unfinished answer.
 """
 from __future__ import annotations
 
@@ -29,6 +31,20 @@ def compressed_frames(T: int, factor: int) -> int:
     if T < 1 or (T - 1) % factor:
         raise ValueError(f"a causal video must have 1 + {factor}*k frames, got T={T}")
     return 1 + (T - 1) // factor
+
+
+def causal_pad(x: torch.Tensor, time_pad: int, cache: torch.Tensor | None = None) -> torch.Tensor:
+    """Put the past in front of x (B, C, T, H, W) along time: (B, C, n + T, H, W).
+
+    cache None (the start of a video): n = time_pad copies of the first frame; else the previous
+    chunk's last input frames `cache` (B, C, n, H, W), the true past. Nothing goes behind x.
+    """
+    if x.dim() != 5:
+        raise ValueError(f"x must be (B, C, T, H, W), got {tuple(x.shape)}")
+    ### BEGIN SOLUTION  # exercise A.2: causal padding (the first frame repeated, or the cache)
+    front = x[:, :, :1].expand(-1, -1, time_pad, -1, -1) if cache is None else cache
+    return torch.cat([front, x], dim=2)
+    ### END SOLUTION
 
 
 class CausalConv3d(nn.Module):
@@ -62,13 +78,11 @@ class CausalConv3d(nn.Module):
         if cache is not None and (cache.dim() != 5 or cache.shape[:2] != x.shape[:2] or cache.shape[3:] != x.shape[3:]):
             raise ValueError(f"cache must be (B, C, n, H, W) matching x {tuple(x.shape)} except in time, "
                              f"got {tuple(cache.shape)}")
-        ### BEGIN SOLUTION  # exercise 9.2: causal padding
-        if cache is None:  # start of the video: repeat the first frame kt-1 times in front
+        if cache is None:  # start of the video: repeat the first frame kt-1 times in front (as `causal_pad`)
             front = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
         else:  # a later chunk: the previous chunk's last frames are the true past
             front = cache
         x = torch.cat([front, x], dim=2)  # (B, C, pad + T, H, W)
-        ### END SOLUTION
         kt, st = self.kernel_size[0], self.stride[0]
         n_out = max(0, (x.shape[2] - kt) // st + 1)
         new_cache = x[:, :, n_out * st:].clone()  # the frames the next window starts from

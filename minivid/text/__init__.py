@@ -32,6 +32,7 @@ from minivid.text.tokenizer import (
     Tokenizer,
     UnknownWordWarning,
     normalize,
+    pad_and_mask,
 )
 from minivid.text.xattn import CrossAttentionRecorder, cross_attention
 
@@ -39,6 +40,6 @@ __all__ = [
     "CLIPConfig", "ImageEncoder", "ImageEncoderConfig", "MiniCLIP", "VideoEncoder", "VideoEncoderConfig",
     "attribute_match", "clip_loss", "retrieval_accuracy", "similarity", "TextConditioner", "caption_dropout",
     "TEXT_ENCODER_PRESETS", "TextEncoder", "TextEncoderConfig", "text_encoder_config", "EOS", "PAD", "SPECIALS",
-    "UNK", "PromptTruncatedWarning", "Tokenizer", "UnknownWordWarning", "normalize", "CrossAttentionRecorder",
-    "cross_attention",
+    "UNK", "PromptTruncatedWarning", "Tokenizer", "UnknownWordWarning", "normalize", "pad_and_mask",
+    "CrossAttentionRecorder", "cross_attention",
 ]

@@ -19,6 +19,10 @@ Conventions (CLIP-like):
 * a word outside the vocabulary becomes `<unk>`, with an `UnknownWordWarning` that names it and
   suggests the closest known words (difflib); a prompt longer than `max_len - 1` words is cut,
   with a `PromptTruncatedWarning`.
+
+Exercise 2.4 is `pad_and_mask`, the packing step on its own: token lists -> padded ids and a mask.
+`Tokenizer.encode` packs with its own two lines, so every text-conditioned model keeps working in a
+student copy while the exercise is open; the tests hold the two to the same answers.
 """
 from __future__ import annotations
 
@@ -49,6 +53,25 @@ def normalize(text: str) -> list[str]:
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, got {type(text).__name__}")
     return _PUNCT.sub(" ", text.lower()).split()
+
+
+def pad_and_mask(rows: Sequence[Sequence[int]], max_len: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack B token lists into ids (B, max_len) long and mask (B, max_len) bool.
+
+    Row b of ids is rows[b] followed by pad_id up to max_len; mask[b] is True exactly on the
+    len(rows[b]) real tokens (a prefix). Every row must fit: len(rows[b]) <= max_len.
+    """
+    if any(len(r) > max_len for r in rows):
+        raise ValueError(f"every row must have at most max_len={max_len} tokens, got lengths "
+                         f"{[len(r) for r in rows]}")
+    ### BEGIN SOLUTION  # exercise 2.4: pack token lists into padded ids and a mask
+    ids = torch.full((len(rows), max_len), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), max_len, dtype=torch.bool)
+    for b, row in enumerate(rows):
+        ids[b, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[b, : len(row)] = True
+    return ids, mask
+    ### END SOLUTION
 
 
 class Tokenizer:
@@ -109,12 +132,10 @@ class Tokenizer:
         if len(prompts) == 0:
             raise ValueError("encode needs at least one prompt (use \"\" for the unconditional one)")
         ids = torch.full((len(prompts), self.max_len), self.pad_id, dtype=torch.long)
-        ### BEGIN SOLUTION  # exercise 2.4: pack token lists into padded ids and a mask
-        for b, text in enumerate(prompts):
+        for b, text in enumerate(prompts):      # the packing of exercise 2.4 (`pad_and_mask`), kept here
             row = self.tokenize(text)
             ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
         mask = ids != self.pad_id
-        ### END SOLUTION
         return ids, mask
 
     def decode(self, ids: torch.Tensor | Sequence[int], keep_special: bool = False) -> str:
@@ -146,4 +167,5 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, max_len={self.max_len})"
 
 
-__all__ = ["PAD", "UNK", "EOS", "SPECIALS", "Tokenizer", "UnknownWordWarning", "PromptTruncatedWarning", "normalize"]
+__all__ = ["PAD", "UNK", "EOS", "SPECIALS", "Tokenizer", "pad_and_mask", "UnknownWordWarning", "PromptTruncatedWarning",
+           "normalize"]

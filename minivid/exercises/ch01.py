@@ -1,4 +1,4 @@
-"""Checkers for the chapter 01 exercises, shared by the notebook and the tests.
+"""Chapter 01 exercises (minivid/diffusion): checkers shared by the notebook and the tests, hints, known mistakes.
 
 Each `check_*` runs the learner's function (default: the one in minivid) against a naive float64
 reference written out here with plain Python arithmetic, on random inputs of several ranks and
@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from minivid.diffusion.schedules import Schedule, make_schedule
+from minivid.exercises.base import Mistake, call
 
 _TS = [0, 1, 7, 25, 49]     # probe timesteps on a T = 50 schedule
 
@@ -29,10 +30,6 @@ def _ref_tables(s: Schedule) -> dict[str, list[float]]:
         ab.append(p)
     ab_prev = [1.0] + ab[:-1]
     return {"beta": betas, "alpha": [1 - b for b in betas], "ab": ab, "ab_prev": ab_prev}
-
-
-def _not_implemented(ex: str, where: str) -> NotImplementedError:
-    return NotImplementedError(f"Exercise {ex} is not implemented yet: fill in the solution region of {where}.")
 
 
 def _coeff(fn: Callable, kwargs_zero: dict, name: str, t: torch.Tensor) -> torch.Tensor:
@@ -64,10 +61,7 @@ def _run_ranks(ex, fn, ref_fn, make_kwargs, out_names, where):
     g = torch.Generator().manual_seed(1234)
     for shape in [(5, 2), (5, 3, 4, 4), (5, 3, 2, 4, 4)]:
         kw = make_kwargs(shape, g)
-        try:
-            got = fn(**kw)
-        except NotImplementedError:
-            raise _not_implemented(ex, where) from None
+        got = call(ex, where, fn, **kw)
         want = ref_fn(**kw)
         got = got if isinstance(got, tuple) else (got,)
         want = want if isinstance(want, tuple) else (want,)
@@ -284,5 +278,54 @@ def check_v_conversion(fn: Callable | None = None) -> bool:
 CHECKS = {"1.1": check_q_sample, "1.2": check_q_posterior, "1.3": check_ddpm_step,
           "1.4": check_ddim_step, "1.5": check_v_conversion}
 
+HINTS = {
+    "1.1": ["x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise: one line once you have alpha_bar_t for "
+            "each example.",
+            "`gather(schedule.alpha_bars, t, x0)` picks alpha_bar at each example's own t and reshapes it to "
+            "(B, 1, ..., 1), so it broadcasts against images (4-D) and clips (5-D) alike.",
+            "ab = gather(schedule.alpha_bars, t, x0); return ab.sqrt() * x0 + (1 - ab).sqrt() * noise"],
+    "1.2": ["Both coefficients of the mean and the variance are in the docstring (Ho et al. eqs. 6-7); you need "
+            "alpha_bar_t, alpha_bar_{t-1} and beta_t per example.",
+            "schedule.alpha_bars_prev[t] is alpha_bar_{t-1} with alpha_bar_{-1} = 1, so t = 0 needs no special "
+            "case; alpha_t = 1 - beta_t.",
+            "mean = (sqrt(ab_prev) beta x0 + sqrt(1 - beta) (1 - ab_prev) x_t) / (1 - ab); "
+            "var = beta (1 - ab_prev) / (1 - ab), each gathered with gather(..., t, x0)."],
+    "1.3": ["A DDPM step samples the posterior q(x_{t-1} | x_t, x_0) with x_0 replaced by the network's guess.",
+            "q_posterior (exercise 1.2) gives the mean and the variance; add sqrt(variance) * noise, except at "
+            "t = 0 (the last step returns the mean).",
+            "mean, var = q_posterior(x0_hat, x_t, t, schedule); mask = (t > 0) reshaped to (B, 1, ..., 1); "
+            "return mean + mask * var.sqrt() * noise"],
+    "1.4": ["DDIM writes x_prev from the two predictions: sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) "
+            "eps_hat + sigma noise (Song et al. eq. 12).",
+            "alpha_bar_at(schedule, t, x_t) handles t_prev = -1 (alpha_bar = 1); sigma = eta sqrt((1 - ab_prev) / "
+            "(1 - ab) (1 - ab / ab_prev)), and eta = 0 adds no noise at all.",
+            "Clamp 1 - ab_prev - sigma^2 at 0 before the square root (round-off at eta = 1)."],
+    "1.5": ["(x_t, v) is a rotation of (x_0, eps) by the angle whose cosine is a = sqrt(alpha_bar_t): invert the "
+            "rotation, do not divide.",
+            "With s = sqrt(1 - alpha_bar_t): x_t = a x0 + s eps and v = a eps - s x0.",
+            "x0 = a x_t - s v and eps = s x_t + a v."],
+}
+
+MISTAKES = [
+    Mistake("1.1", "alpha_bar_t without the square root", "ab.sqrt() * x0", "ab * x0"),
+    Mistake("1.1", "the noise scaled by 1 - alpha_bar_t instead of its square root", "(1 - ab).sqrt() * noise",
+            "(1 - ab) * noise"),
+    Mistake("1.1", "alphas instead of alpha_bars (one step, not the closed form)", "schedule.alpha_bars",
+            "schedule.alphas"),
+    Mistake("1.2", "alpha_bar_t where alpha_bar_{t-1} belongs", "gather(schedule.alpha_bars_prev, t, x0)",
+            "gather(schedule.alpha_bars, t, x0)"),
+    Mistake("1.2", "alpha_t without the square root in the x_t coefficient", "(1 - beta).sqrt() * (1 - ab_prev)",
+            "(1 - beta) * (1 - ab_prev)"),
+    Mistake("1.3", "the variance where the standard deviation belongs", "var.sqrt() * noise", "var * noise"),
+    Mistake("1.3", "x_t and x0_hat swapped in the call to q_posterior", "q_posterior(x0_hat, x_t, t, schedule)",
+            "q_posterior(x_t, x0_hat, t, schedule)"),
+    Mistake("1.4", "sigma left out of the eps_hat coefficient", "(1 - ab_prev - sigma**2)", "(1 - ab_prev)"),
+    Mistake("1.4", "the jump made to alpha_bar_t instead of alpha_bar_{t_prev}", "ab_prev.sqrt() * x0_hat",
+            "ab.sqrt() * x0_hat"),
+    Mistake("1.5", "a sign error in x0 (x0 = a x_t + s v)", "a * x_t - s * v", "a * x_t + s * v"),
+    Mistake("1.5", "the two outputs swapped", "return a * x_t - s * v, s * x_t + a * v",
+            "return s * x_t + a * v, a * x_t - s * v"),
+]
+
 __all__ = ["check_q_sample", "check_q_posterior", "check_ddpm_step", "check_ddim_step", "check_v_conversion",
-           "CHECKS"]
+           "CHECKS", "HINTS", "MISTAKES"]

@@ -1,4 +1,4 @@
-"""Checkers for the chapter 02 exercises, shared by the notebook and the tests.
+"""Chapter 02 exercises (minivid/text): checkers shared by the notebook and the tests, hints, known mistakes.
 
 Each `check_*` runs the learner's function (default: the one in minivid) against a naive float64
 reference written out here with loops, and on failure compares the answer with the usual mistakes
@@ -9,19 +9,15 @@ AssertionError with the diagnosis.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _call(ex: str, where: str, fn: Callable, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise NotImplementedError(f"Exercise {ex} is not implemented yet: fill in the solution region of {where}.") \
-            from None
+from minivid.exercises.base import Mistake
+from minivid.exercises.base import call as _call
 
 
 def _ok(ex: str, what: str) -> bool:
@@ -79,7 +75,7 @@ def check_clip_loss(fn: Callable | None = None) -> bool:
         extra = f"\n  -> your value equals {hint[0]}" if hint else (
             "\n  -> with several positives per row, the target is uniform over the row's positives "
             "(use target_i2t / target_t2i)" if P is not None else "")
-        raise AssertionError(f"clip_loss with {name}: got {got:.6f}, expected {want:.6f}{extra}")
+        raise AssertionError(f"Exercise 2.1: clip_loss with {name}: got {got:.6f}, expected {want:.6f}{extra}")
     return _ok("2.1", "symmetric InfoNCE")
 
 
@@ -125,7 +121,7 @@ def check_cross_attention(fn: Callable | None = None) -> bool:
         out, probs = _call("2.2", where, fn, h, ctx, q_proj, kv_proj, heads, mask)
         want_out, want_p = naive_cross_attention(h, ctx, q_proj, kv_proj, heads, mask)
     if tuple(probs.shape) != (N, heads, Lq, L) or tuple(out.shape) != (N, Lq, C):
-        raise AssertionError(f"shapes: got out {tuple(out.shape)}, probs {tuple(probs.shape)}; expected out "
+        raise AssertionError(f"Exercise 2.2: shapes: got out {tuple(out.shape)}, probs {tuple(probs.shape)}; expected out "
                              f"{(N, Lq, C)}, probs {(N, heads, Lq, L)}")
     perr = float((probs.double() - want_p).abs().max())
     if perr > 1e-5:
@@ -137,11 +133,11 @@ def check_cross_attention(fn: Callable | None = None) -> bool:
             hints.append("the scores are not divided by sqrt(d) (d = C // heads)")
         if not torch.allclose(probs.sum(-1).double(), torch.ones(N, heads, Lq, dtype=torch.float64), atol=1e-5):
             hints.append("rows do not sum to 1: take the softmax over the last (token) axis")
-        raise AssertionError(f"attention probabilities differ from the reference by {perr:.3g}"
+        raise AssertionError(f"Exercise 2.2: attention probabilities differ from the reference by {perr:.3g}"
                              + "".join(f"\n  -> {x}" for x in hints or ["check how q and k are split into heads"]))
     oerr = float((out.double() - want_out).abs().max())
     if oerr > 1e-5:
-        raise AssertionError(f"probabilities are right but the output differs by {oerr:.3g}: out = probs @ v, "
+        raise AssertionError(f"Exercise 2.2: probabilities are right but the output differs by {oerr:.3g}: out = probs @ v, "
                              "then put the heads back side by side: (N, heads, Lq, d) -> (N, Lq, heads * d)")
     return _ok("2.2", "cross-attention forward")
 
@@ -164,41 +160,94 @@ def check_caption_dropout(fn: Callable | None = None) -> bool:
         d_ids, d_mask = out["ids"], out["mask"]
         want = torch.rand(len(ids), generator=torch.Generator().manual_seed(23)) < p
         if dropped.dtype != torch.bool or dropped.shape != (len(ids),):
-            raise AssertionError(f"dropped must be a ({len(ids)},) bool tensor, got {tuple(dropped.shape)} {dropped.dtype}")
+            raise AssertionError(f"Exercise 2.3: dropped must be a ({len(ids)},) bool tensor, got {tuple(dropped.shape)} {dropped.dtype}")
         if not torch.equal(dropped, want):
             rate = float(dropped.float().mean())
             hint = " (the comparison is flipped: drop where u < p)" if abs(rate - (1 - p)) < 0.03 else ""
-            raise AssertionError(f"with p={p} you dropped {rate:.3f} of the captions; expected {float(want.float().mean()):.3f}"
+            raise AssertionError(f"Exercise 2.3: with p={p} you dropped {rate:.3f} of the captions; expected {float(want.float().mean()):.3f}"
                                  f" with the coins u < p drawn before the region{hint}")
         if not (torch.equal(d_ids[dropped], null_ids.expand(int(dropped.sum()), -1))
                 and torch.equal(d_mask[dropped], null_mask.expand(int(dropped.sum()), -1))):
-            raise AssertionError("dropped rows must become the null caption exactly: ids AND mask of \"\"")
+            raise AssertionError("Exercise 2.3: dropped rows must become the null caption exactly: ids AND mask of \"\"")
         if not (torch.equal(d_ids[~dropped], ids[~dropped]) and torch.equal(d_mask[~dropped], mask[~dropped])):
-            raise AssertionError("rows that are not dropped must keep their ids and mask unchanged")
+            raise AssertionError("Exercise 2.3: rows that are not dropped must keep their ids and mask unchanged")
     return _ok("2.3", "caption dropout")
 
 
-# ----------------------------------------------------------------------------- 2.4 tokenizer encode
+# ----------------------------------------------------------------------------- 2.4 packing token lists
 
-def check_encode(tok=None) -> bool:
-    """Exercise 2.4: `Tokenizer.encode(prompts)` -> (ids (B, L) long, mask (B, L) bool)."""
-    from minivid.text.tokenizer import Tokenizer
-    tok = tok or Tokenizer(max_len=8)
-    prompts = ["a big red circle", "", "The tiny, lime wedge!"]
-    ids, mask = _call("2.4", "minivid/text/tokenizer.py (Tokenizer.encode)", tok.encode, prompts)
-    if ids.shape != (3, tok.max_len) or ids.dtype != torch.long or mask.dtype != torch.bool:
-        raise AssertionError(f"expected ids (3, {tok.max_len}) long and mask bool, got {tuple(ids.shape)} {ids.dtype}, "
-                             f"{mask.dtype}")
-    for b, p in enumerate(prompts):
-        row = tok.tokenize(p)
-        want = row + [tok.pad_id] * (tok.max_len - len(row))
-        if ids[b].tolist() != want:
-            raise AssertionError(f"prompt {p!r}: ids {ids[b].tolist()}, expected {want} (tokenize() then <pad>)")
-        if mask[b].tolist() != [True] * len(row) + [False] * (tok.max_len - len(row)):
-            raise AssertionError(f"prompt {p!r}: mask {mask[b].tolist()} must be True exactly on the real tokens "
-                                 "(words and <eos>)")
-    return _ok("2.4", "tokenizer encode")
+def check_encode(fn: Callable | None = None) -> bool:
+    """Exercise 2.4: `pad_and_mask(rows, max_len, pad_id)` -> (ids (B, L) long, mask (B, L) bool)."""
+    from minivid.text.tokenizer import Tokenizer, pad_and_mask
+    fn = fn or pad_and_mask
+    where = "minivid/text/tokenizer.py (pad_and_mask)"
+    tok = Tokenizer(max_len=8)
+    prompts = ["a big red circle", "", "The tiny, lime wedge!", "a big red circle moving to the left"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                      # the last prompt is cut to max_len - 1 words
+        cases = [("the tokenizer's rows of " + repr(prompts), [tok.tokenize(p) for p in prompts], 8, tok.pad_id),
+                 ("rows [[0, 3, 0], [], [1, 2, 3, 4]] with pad_id 7 (a real token may be 0)",
+                  [[0, 3, 0], [], [1, 2, 3, 4]], 4, 7)]
+    for name, rows, L, pad in cases:
+        ids, mask = _call("2.4", where, fn, rows, L, pad)
+        if tuple(ids.shape) != (len(rows), L) or ids.dtype != torch.long or mask.dtype != torch.bool \
+                or tuple(mask.shape) != (len(rows), L):
+            raise AssertionError(f"Exercise 2.4: for {name} expected ids ({len(rows)}, {L}) long and mask "
+                                 f"({len(rows)}, {L}) bool, got {tuple(ids.shape)} {ids.dtype}, {tuple(mask.shape)} "
+                                 f"{mask.dtype}")
+        for b, row in enumerate(rows):
+            want = list(row) + [pad] * (L - len(row))
+            if ids[b].tolist() != want:
+                hint = " (the padding goes after the tokens, on the right)" if ids[b].tolist()[L - len(row):] == \
+                    list(row) and row else ""
+                raise AssertionError(f"Exercise 2.4: {name}, row {b}: ids {ids[b].tolist()}, expected {want}{hint}")
+            mwant = [True] * len(row) + [False] * (L - len(row))
+            if mask[b].tolist() != mwant:
+                n = int(mask[b].sum())
+                hint = (" (one short: the last real token, <eos>, counts)" if n == len(row) - 1 else
+                        " (the padding must be False)" if n > len(row) else
+                        " (mark the real tokens by position, not by comparing ids with a pad id)")
+                raise AssertionError(f"Exercise 2.4: {name}, row {b}: mask {mask[b].tolist()}, expected {mwant}"
+                                     f"{hint}")
+    return _ok("2.4", "pad and mask")
 
+
+CHECKS = {"2.1": check_clip_loss, "2.2": check_cross_attention, "2.3": check_caption_dropout, "2.4": check_encode}
+
+HINTS = {
+    "2.1": ["The logits are scale * cosine similarities: L2-normalise both embeddings, then one matrix product "
+            "gives all B x B pairs.",
+            "Cross-entropy of each row of logits against its target row (uniform over its positives: target_i2t), "
+            "and of each column (logits.T against target_t2i); mean over rows.",
+            "loss = (CE(images -> captions) + CE(captions -> images)) / 2 with log_softmax over the last axis."],
+    "2.2": ["Project: q from h (N, Lq, C), keys and values from the context through kv_proj (first C outputs "
+            "keys, last C values); split C into `heads` heads of d = C // heads.",
+            "scores = q k^T / sqrt(d), (N, heads, Lq, L); masked tokens get -inf before the softmax over the last "
+            "axis (the text tokens).",
+            "out = probs @ v, then put the heads back side by side: (N, heads, Lq, d) -> (N, Lq, heads * d)."],
+    "2.3": ["The coins u are drawn for you; an item is dropped when its coin says so with probability p.",
+            "dropped = u < p (probability p); dropped rows take the null caption, for every key of cond.",
+            "torch.where(dropped reshaped to (B, 1, ...), null[k], v) for each key k (null broadcasts over the batch)."],
+    "2.4": ["Start from an all-pad ids tensor (B, max_len) and an all-False mask; fill each row from the left.",
+            "ids[b, :len(row)] = the row; mask[b, :len(row)] = True: mark real tokens by their position (a "
+            "token id may be anything, even 0).",
+            "Check the empty row: it stays all pad and all False."],
+}
+
+MISTAKES = [
+    Mistake("2.1", "the image->text direction only", "return (loss_i2t + loss_t2i) / 2", "return loss_i2t"),
+    Mistake("2.1", "no L2 normalisation of the embeddings", "img = F.normalize(image_emb, dim=-1)",
+            "img = image_emb"),
+    Mistake("2.1", "the scale (inverse temperature) left out", "logits = scale * img @ txt.T",
+            "logits = img @ txt.T"),
+    Mistake("2.2", "scores not divided by sqrt(d)", "/ math.sqrt(d)", ""),
+    Mistake("2.2", "the padding mask ignored", "if mask is not None:", "if False:"),
+    Mistake("2.2", "softmax over the query axis", "scores.softmax(dim=-1)", "scores.softmax(dim=-2)"),
+    Mistake("2.3", "the coin flipped: drops with probability 1 - p", "dropped = u < p", "dropped = u >= p"),
+    Mistake("2.4", "the mask stops one token short (leaves out <eos>)", "mask[b, : len(row)] = True",
+            "mask[b, : len(row) - 1] = True"),
+    Mistake("2.4", "padding on the left", "ids[b, : len(row)] =", "ids[b, max_len - len(row):] ="),
+]
 
 __all__ = ["naive_clip_loss", "naive_cross_attention", "check_clip_loss", "check_cross_attention",
-           "check_caption_dropout", "check_encode"]
+           "check_caption_dropout", "check_encode", "CHECKS", "HINTS", "MISTAKES"]
