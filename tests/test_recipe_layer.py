@@ -94,7 +94,11 @@ class _Boom(Exception):
     (["eval", "x.gif", "--prompt", "  "], "prompt is empty"),
     (["data", "--size", "4", "--out", "d.gif"], "8 to 64 px"),
     (["data", "--frames", "40", "--out", "d.gif"], "1 to 32 frames"),
-    (["exercises", "check", "two"], "not a chapter number"),
+    (["exercises", "check", "two"], "is not a chapter"),
+    (["generate", "a red circle", "--model", "ch05", "--stages", "tsr"], "starts at the base stage"),
+    (["generate", "a red circle", "--model", "ch05", "--stages", "base,base"], "stages must be"),
+    (["generate", "a red circle", "--model", "ch05", "--stages", "base", "--frames", "16"], "makes 8-frame clips"),
+    (["generate", "a red circle", "--model", "ch03", "--stages", "base"], "has no stages"),
 ])
 def test_bad_arguments_are_one_line_before_any_work(argv, msg, monkeypatch, capsys, tmp_path):
     def boom(*a, **k):

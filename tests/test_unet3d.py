@@ -165,6 +165,39 @@ def test_frame_embedding_zero_init_and_image_items_stay_unordered():
     assert (on - off)[:, :, 1:-1].abs().max() > 1e-4, "a clip's inner frames must learn where they are"
 
 
+def test_aug_embedding_is_off_by_default_zero_init_and_tells_the_level():
+    """Cascades (ch05): the conditioning-augmentation level enters through a zero-init projection; off = unchanged."""
+    plain = _tiny(context_dim=8)
+    assert not any("aug" in k for k in plain.state_dict()), "flag off: the state dict of every earlier model holds"
+    fresh = _tiny(context_dim=8, aug_embedding=True).double().eval()
+    plain = plain.double().eval()
+    res = plain.load_state_dict(fresh.state_dict(), strict=False)
+    assert res.missing_keys == [] and sorted(res.unexpected_keys) == ["aug_proj.bias", "aug_proj.weight"]
+    assert fresh.aug_proj.weight.abs().sum() == 0 and fresh.aug_proj.bias.abs().sum() == 0
+    weights = dict(_randomize(plain).named_parameters())
+    with torch.no_grad():
+        for name, q in fresh.named_parameters():                 # every weight random except the new projection
+            if name in weights:
+                q.copy_(weights[name])
+    x, t = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.tensor([10, 600])
+    y = plain(x, t)
+    assert y.abs().mean() > 1e-3
+    for level in ([0, 0], [300, 999]):
+        assert torch.equal(fresh(x, t, aug_t=torch.tensor(level)), y), "zero-init: the level changes nothing yet"
+    with torch.no_grad():
+        fresh.aug_proj.weight.normal_()
+    a, b = fresh(x, t, aug_t=torch.tensor([0, 0])), fresh(x, t, aug_t=torch.tensor([300, 300]))
+    assert (a - b).abs().max() > 1e-4, "once trained, the model is told the level"
+    assert torch.equal(fresh(x[:1], t[:1], aug_t=torch.tensor([300])), b[:1]), "the level is per item"
+    with pytest.raises(ValueError, match="aug_t"):
+        fresh(x, t)
+    with pytest.raises(ValueError, match="aug_t"):
+        plain(x, t, aug_t=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"aug_t must be \(B,\)"):
+        fresh(x, t, aug_t=torch.tensor([1, 2, 3]))
+    assert model_flops(_tiny(aug_embedding=True), T=2, size=8) > 0
+
+
 def test_gradients_reach_every_parameter():
     m = _randomize(_tiny(context_dim=8, pooled_dim=6, frame_embedding=True))
     out = m(torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 500]), context=torch.randn(2, 5, 8),

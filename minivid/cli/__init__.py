@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", type=finite_float, default=None, help="classifier-free guidance scale")
     g.add_argument("--frames", type=positive_int, default=None)
     g.add_argument("--model", default="ch03", help="which chapter's model (e.g. ch03)")
+    g.add_argument("--stages", default=None, help="ch05: stop the cascade early, e.g. base,tsr")
     g.add_argument("--preset", default="full", choices=["smoke", "full"])
 
     t = sub.add_parser("train", help="train a chapter's model (cached under checkpoints/)")

@@ -45,9 +45,22 @@ def judge_report(x: torch.Tensor, prompts: list[str]) -> list[str]:
     return lines
 
 
+def _options(spec, args) -> dict:
+    """The chapter-specific generate options given on the command line (today: --stages), checked."""
+    opts = {"stages": args.stages} if getattr(args, "stages", None) else {}
+    if opts and spec.check is None:
+        raise UsageError("--stages: this chapter's model has no stages (ch05's cascade has)")
+    if spec.check is not None:
+        try:
+            spec.check(preset=args.preset, frames=args.frames, **opts)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    return opts
+
+
 def _sample(ch: str, spec, prompts, args, steps: int) -> torch.Tensor:
     return spec.generate(prompts, preset=args.preset, seed=args.seed, steps=steps, guidance=args.guidance,
-                         frames=args.frames)
+                         frames=args.frames, **_options(spec, args))
 
 
 def demo(args) -> int:
@@ -59,7 +72,7 @@ def demo(args) -> int:
     if ch is None:
         return _data_demo(args, prompt, out)
     spec = chapter_cli(ch, "generate")
-    args.guidance = args.frames = None
+    args.guidance = args.frames = args.stages = None
     print(f"minivid demo: text-to-video with the chapter {ch[2:]} model ({args.preset} preset, sampling seed "
           f"{args.seed})")
     x = _sample(ch, spec, [prompt] * 4, args, steps=50)
@@ -109,6 +122,7 @@ def generate(args) -> int:
     prompt = prompt_text(args.prompt)
     out = output_video(args.out)
     frames_within(args.frames, spec.frames, ch)
+    _options(spec, args)                                   # checked before any model is loaded or trained
     x = _sample(ch, spec, [prompt], args, steps=args.steps)
     print(f"wrote {save_video(x, out)}")
     print("\n".join(judge_report(x, [prompt])))

@@ -15,6 +15,11 @@ The chapter-01/02 U-Net (minivid.models.unet2d) becomes a video model in three m
   LayerNorm act per frame too). Image-text pairs, plentiful, can then train the same weights
   as the scarce video-text pairs.
 
+**Cascades** (Imagen Video, arXiv:2210.02303; Ho et al. 2021, arXiv:2106.15282): a super-resolution stage
+is told how much noise its conditioning clip was augmented with. `aug_embedding=True` adds a zero-initialised
+projection of that level's timestep embedding to the block embedding (`forward(..., aug_t=levels)`), so a
+fresh model is as if it were absent; with the flag off the model and its state dict are unchanged.
+
 The temporal layers live in `minivid.models.temporal` (shared with chapters 04 and 06), the
 blocks and the U-Net skeleton in `minivid.models.blocks` (shared with the 2-D U-Net).
 
@@ -55,6 +60,7 @@ class UNet3DConfig:
     context_dim: int | None = None                  # text token width -> cross-attention
     pooled_dim: int | None = None                   # pooled text vector -> added to the time embedding
     frame_embedding: bool = False                   # add each clip frame's index to its time embedding (zero init)
+    aug_embedding: bool = False                     # add the conditioning-augmentation level's embedding (zero init)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -107,6 +113,7 @@ class UNet3D(UNetSkeleton):
         ch = self._build(cfg, unit, frame_embedding=cfg.frame_embedding)    # frame index: clips only, zero init
         self.out_norm = nn.GroupNorm(cfg.groups, ch)
         self.out_conv = zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+        self.aug_proj = zero_module(nn.Linear(cfg.channels, E)) if cfg.aug_embedding else None   # zero init
 
     def _per_frame(self, z, name, B, T, rank):
         """Conditioning given per item (B, ...) or per frame (B, T, ...) -> per frame folded (B*T, ...)."""
@@ -119,10 +126,11 @@ class UNet3D(UNetSkeleton):
         raise ValueError(f"{name} must be per item (B={B}, ...) or per frame (B={B}, T={T}, ...) with "
                          f"{rank} or {rank + 1} dims, got {tuple(z.shape)}")
 
-    def forward(self, x, t, context=None, context_mask=None, pooled=None, image=None):
+    def forward(self, x, t, context=None, context_mask=None, pooled=None, image=None, aug_t=None):
         """x: (B, C, T, H, W); t: (B,) or (B, T) long; context: (B, L, Dc) or (B, T, L, Dc);
         context_mask: (B, L) or (B, T, L) bool; pooled: (B, Dp) or (B, T, Dp); image: (B,) bool
-        (True = the T frames are independent images). Returns (B, C_out, T, H, W).
+        (True = the T frames are independent images); aug_t: (B,) the conditioning-augmentation level
+        (needed exactly when the config has aug_embedding). Returns (B, C_out, T, H, W).
         """
         cfg = self.cfg
         if x.dim() != 5 or x.shape[1] != cfg.in_channels:
@@ -137,6 +145,13 @@ class UNet3D(UNetSkeleton):
             image = torch.as_tensor(image, device=x.device).bool()
             if image.shape != (B,):
                 raise ValueError(f"image must be (B,) = ({B},) bool, got {tuple(image.shape)}")
+        if (aug_t is not None) != cfg.aug_embedding:
+            raise ValueError("aug_t (the conditioning-augmentation level, (B,)) must be given exactly when the "
+                             f"config has aug_embedding=True (it has {cfg.aug_embedding})")
+        if aug_t is not None:
+            aug_t = torch.as_tensor(aug_t, device=x.device)
+            if aug_t.shape != (B,):
+                raise ValueError(f"aug_t must be (B,) = ({B},), got {tuple(aug_t.shape)}")
         if context is not None and cfg.context_dim is None:
             raise ValueError("context given but the config has context_dim=None (no cross-attention)")
         context = self._per_frame(context, "context", B, T, 3)
@@ -150,6 +165,8 @@ class UNet3D(UNetSkeleton):
             if image is not None:
                 fe = fe * (~image).repeat_interleave(T).to(fe.dtype)[:, None]
             emb = emb + fe
+        if self.aug_proj is not None:                # the level the conditioning clip was noised to
+            emb = emb + self.aug_proj(timestep_embedding(aug_t.repeat_interleave(T), cfg.channels).to(x.dtype))
         h = self._trunk(self.stem(fold_frames(x)), emb=emb, context=context, context_mask=context_mask,
                         num_frames=T, image=image)                            # (B*T, ch, H, W)
         out = self.out_conv(F.silu(self.out_norm(h)))                         # (B*T, C_out, H, W)
@@ -165,6 +182,8 @@ def model_flops(model: UNet3D, B: int = 1, T: int = 8, size: int = 16, context_l
     kw = {}
     if cfg.context_dim:
         kw["context"] = torch.zeros(B, context_len, cfg.context_dim)
+    if cfg.aug_embedding:
+        kw["aug_t"] = torch.zeros(B, dtype=torch.long)
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model(x, torch.zeros(B, dtype=torch.long), **kw)
     return int(fc.get_total_flops())

@@ -253,13 +253,15 @@ def pretrained_path(name: str, preset="full", seed: int = 0) -> Path:
 class ChapterCLI:
     """What `python -m minivid` can do with a chapter; a chapter module exposes one as `CLI`.
 
-    train(preset, seed, steps) -> checkpoint path. generate(prompts, *, preset, seed, steps, guidance, frames)
-    -> clips (B, 3, T, H, W) in [-1, 1], where `seed` picks the sampling noise only (the model is the
-    preset's trained one). frames: the (min, max) clip lengths generate supports. demo_rank: the demo runs the
-    chapter with the highest rank (0 = never).
+    train(preset, seed, steps) -> checkpoint path. generate(prompts, *, preset, seed, steps, guidance, frames,
+    **options) -> clips (B, 3, T, H, W) in [-1, 1], where `seed` picks the sampling noise only (the model is
+    the preset's trained one). check(preset=, frames=, **options): raises ValueError on options the chapter
+    cannot honour, before any work (e.g. ch05's stages). frames: the (min, max) clip lengths generate
+    supports. demo_rank: the demo runs the chapter with the highest rank (0 = never).
     """
     train: Callable
     generate: Callable | None = None
+    check: Callable | None = None
     frames: tuple[int, int] = (1, 32)
     demo_rank: int = 0
     summary: str = ""
