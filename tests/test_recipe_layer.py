@@ -117,7 +117,8 @@ def test_bad_arguments_are_one_line_before_any_work(argv, msg, monkeypatch, caps
 def test_malformed_numbers_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
-    assert e.value.code == 2 and "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and "--help" in err, err
 
 
 def _files(tmp_path):
@@ -139,6 +140,7 @@ def _files(tmp_path):
     (["eval", "long.gif", "--prompt", "a red circle"], "1 to 32 frames"),
     (["data", "--out", "afile/x.gif"], "cannot write"),
     (["exercises", "export"], "needs a directory"),
+    (["exercises", "export", "afile"], "is a file, not a folder"),
 ])
 def test_bad_files_are_one_line(argv, msg, tmp_path, monkeypatch, capsys):
     _files(tmp_path)

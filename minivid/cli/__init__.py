@@ -99,8 +99,15 @@ def _cmd_video(args) -> int:
     return getattr(video, args.command)(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line on stderr for a bad argument (what was wrong, where to look), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m minivid", description="minivid: text-to-video diffusion rebuilt at tiny scale, offline, on a CPU.",
+    p = _Parser(prog="python -m minivid", description="minivid: text-to-video diffusion rebuilt at tiny scale, offline, on a CPU.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
