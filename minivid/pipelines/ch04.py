@@ -144,9 +144,22 @@ def train_command(preset) -> str:
 
 # ----------------------------------------------------------------------------- the frozen image model, grown
 
+_IMAGE_MODELS: dict[tuple, common.Denoiser] = {}      # checkpoint (path, mtime) -> the loaded frozen model
+
+
 def image_model(recipe: VideoRecipe, progress: bool = True) -> common.Denoiser:
-    """The frozen chapter-02 text-to-image model (model, schedule, cond, objective, size), trained first if absent."""
-    return pretrained("ch02.t2i", recipe.image_preset, recipe.image_seed, progress)
+    """The frozen chapter-02 text-to-image model (model, schedule, cond, objective, size), trained first if absent.
+
+    Loaded once per checkpoint file (training, fine-tuning, interpolation and sampling all ask for it; it is never
+    modified: `build_video_model` grows a copy).
+    """
+    path = pretrained_path("ch02.t2i", recipe.image_preset, recipe.image_seed)
+    key = (str(path), path.stat().st_mtime_ns if path.exists() else None)
+    if key not in _IMAGE_MODELS:
+        image = pretrained("ch02.t2i", recipe.image_preset, recipe.image_seed, progress)
+        key = (str(path), path.stat().st_mtime_ns if path.exists() else None)      # it may have just been trained
+        _IMAGE_MODELS[key] = image
+    return _IMAGE_MODELS[key]
 
 
 def build_video_model(recipe: VideoRecipe, unet) -> torch.nn.Module:

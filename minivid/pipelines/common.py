@@ -36,7 +36,14 @@ import torch
 from minivid.data import DATA_VERSION
 from minivid.diffusion import Schedule, ddim_sample, make_schedule
 from minivid.train import TrainConfig, TrainState, count_params, train
-from minivid.utils import CheckpointError, cache_dir, load_checkpoint, make_generator, unfinished_checkpoint_error
+from minivid.utils import (
+    CheckpointError,
+    atomic_write,
+    cache_dir,
+    load_checkpoint,
+    make_generator,
+    unfinished_checkpoint_error,
+)
 
 
 def pick_preset(name, presets: dict, chapter: str):
@@ -123,7 +130,7 @@ def load_or_train(model: torch.nn.Module, loss_fn, batch_fn, recipe, path: Path,
                    threads=torch.get_num_threads(), params=count_params(state.model),
                    trainable_params=count_params(state.model, trainable_only=True),
                    final_loss=state.history[-1]["loss"] if state.history else None)
-        path.with_suffix(".json").write_text(json.dumps(rec, indent=1))
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(rec, indent=1)), binary=False)
     return state
 
 
