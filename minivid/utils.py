@@ -80,8 +80,8 @@ def file_lock(path: str | os.PathLike, what: str = "") -> Iterator[None]:
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
-            print(f"minivid: {what or path.name}: another process is writing {path}; waiting for it to finish "
-                  f"(lock {path}.lock)", file=sys.stderr, flush=True)
+            print(f"minivid: {what or path.name}: another process is training or reading {path.name}; "
+                  f"waiting for it (lock {path}.lock)", file=sys.stderr, flush=True)
             lock.acquire()
         locked = True
     except PermissionError:
