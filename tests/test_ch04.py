@@ -8,6 +8,7 @@ import torch
 
 from minivid.compare import assert_close
 from minivid.data import video_pool
+from minivid.diffusion import make_schedule
 from minivid.models import UNet2D, unet2d_config
 from minivid.models.pseudo3d import (
     FrameInterpolator,
@@ -18,6 +19,7 @@ from minivid.models.pseudo3d import (
     temporal_parameters,
 )
 from minivid.pipelines import ch04
+from minivid.pipelines.common import guided_ddim
 
 
 def _randomize(module, seed=1, scale=0.1):
@@ -41,9 +43,10 @@ def _text(B, L=5, D=8):
 
 @pytest.mark.exercise("4.1")
 @pytest.mark.exercise("4.2")
-def test_at_init_the_video_model_is_the_image_model_frame_by_frame_exactly():
+@pytest.mark.parametrize("cfg", [Pseudo3DConfig(), Pseudo3DConfig(attn_levels=(0, 1))], ids=["paper", "attn01"])
+def test_at_init_the_video_model_is_the_image_model_frame_by_frame_exactly(cfg):
     image = _image_model()                                    # every weight random: nothing is trivially zero
-    video = inflate(copy.deepcopy(image))
+    video = inflate(copy.deepcopy(image), cfg)
     x, t, text = torch.randn(2, 3, 5, 8, 8), torch.tensor([10, 700]), _text(2)
     with torch.no_grad():
         per_frame = image(x, t, **text)                       # the 2-D model on a clip: every frame on its own
@@ -52,6 +55,36 @@ def test_at_init_the_video_model_is_the_image_model_frame_by_frame_exactly():
     assert out.abs().mean() > 0.01, "a meaningful comparison needs a non-zero output"
     assert torch.equal(out, per_frame), "pseudo-3-D layers must start as the identity, exactly"
     assert_close(out, frames, atol=1e-6, rtol=1e-6, name="one call per frame (other batch size, same maths)")
+
+
+def test_attn_levels_add_temporal_attention_after_every_block_of_those_levels():
+    image = _image_model()
+    paper = inflate(copy.deepcopy(image))
+    more = inflate(copy.deepcopy(image), Pseudo3DConfig(attn_levels=(0,)))
+    assert set(paper.temporal) < set(more.temporal)
+    extra = set(more.temporal) - set(paper.temporal)
+    assert extra == {b.name for b in image.blocks() if b.name.startswith(("down0_", "up0_")) and b.name.endswith("_res")}
+    with pytest.raises(ValueError, match="attn_levels"):
+        Pseudo3DConfig(attn_levels=(-1,))
+
+
+def test_mixed_noise_recipe_shares_the_starting_noise_of_a_clip_across_frames():
+    """Sampling starts from the noise the model was trained on: frames correlated by a^2 / (1 + a^2)."""
+    seen = []
+
+    def model(x, t, **kw):
+        seen.append(x.clone())
+        return torch.zeros_like(x)
+    cond = lambda prompts: {}  # noqa: E731
+    cond.null = lambda b: {}
+    for alpha in (0.0, 1.0):
+        seen.clear()
+        guided_ddim(model, make_schedule("cosine", 100), cond, [""] * 400, (1, 4, 4, 4), steps=1,
+                    objective="eps", progress=False, noise_alpha=alpha, clip=None, batch_size=400)
+        x = seen[0].reshape(400, 4, 16).transpose(1, 2).reshape(-1, 4).double()
+        corr = torch.corrcoef(x.T)[0, 1].item()
+        assert abs(corr - alpha**2 / (1 + alpha**2)) < 0.05, (alpha, corr)
+    assert ch04.VideoRecipe().noise_alpha > 0, "the chapter's recipe trains and samples with shared noise"
 
 
 def test_only_the_temporal_layers_train_and_the_image_weights_stay_bit_identical():

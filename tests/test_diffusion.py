@@ -357,3 +357,23 @@ def test_cfg_combine_and_hook():
     for mode in ("batch", "twice"):
         assert_close(guided_predict(model, x, t, cond, uncond, 4.0, mode), want, atol=1e-6, rtol=1e-6)
     assert torch.equal(guided_predict(model, x, t, cond, uncond, 1.0), model(x, t, **cond))
+
+
+def test_mixed_noise_keeps_each_frame_standard_normal_and_correlates_frames_as_pyoco():
+    """PYoCo's mixed noise: per-frame N(0, 1), any two frames correlated by a^2 / (1 + a^2) (closed form)."""
+    from minivid.diffusion import mixed_noise
+    for alpha in (0.5, 1.0, 2.0):
+        n = mixed_noise((20_000, 1, 6, 1, 1), alpha, torch.Generator().manual_seed(1)).reshape(20_000, 6).double()
+        assert abs(n.var(0).mean().item() - 1.0) < 0.03
+        corr = torch.corrcoef(n.T)
+        off = corr[~torch.eye(6, dtype=torch.bool)]
+        want = alpha**2 / (1 + alpha**2)
+        assert (off - want).abs().max().item() < 0.03, (alpha, off.min().item(), off.max().item(), want)
+    # alpha = 0 is ordinary noise, drawn exactly as torch.randn would (other chapters stay bit-exact)
+    a = mixed_noise((2, 3, 4, 5, 5), 0.0, torch.Generator().manual_seed(7))
+    assert torch.equal(a, torch.randn((2, 3, 4, 5, 5), generator=torch.Generator().manual_seed(7)))
+    # the shared part is per clip and per pixel, not across clips or pixels
+    n = mixed_noise((2000, 1, 2, 2, 1), 3.0, torch.Generator().manual_seed(2)).double()
+    assert abs(torch.corrcoef(torch.stack([n[:, 0, 0, 0, 0], n[:, 0, 0, 1, 0]]))[0, 1].item()) < 0.06
+    with pytest.raises(ValueError, match="alpha"):
+        mixed_noise((1, 1, 2, 1, 1), -1.0)

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
+from minivid.compare import assert_close
 from minivid.data import COLOR_RGB, WorldConfig, render, sample_batch, sample_params
 from minivid.eval import Judge, frechet_distance, hue_to_color
 from minivid.eval.frechet import gaussian_frechet, psd_sqrt
-from minivid.compare import assert_close
 from minivid.utils import make_generator
 
 ACCS = ("color_acc", "shape_acc", "size_acc", "motion_acc")
@@ -106,8 +106,21 @@ def test_motion_plausibility_needs_a_straight_path_at_a_world_speed(judge):
     fast = torch.cat([x[:, :, ::2]] * 2, 2)[:, :, :8]          # twice the world's speed, then a jump back
     assert judge.score(fast)["motion_plausible"] < 0.2
     noise = torch.rand(64, 3, 8, 16, 16, generator=make_generator(8)) * 2 - 1
-    assert judge.score(noise)["motion_plausible"] == 0.0
+    assert judge.score(noise)["motion_plausible"] < 0.1
+    assert judge.score(noise)["valid_motion_plausible"] == 0.0
     assert "motion_plausible" not in judge.score(x[:, :, :1])   # one frame: no motion to judge
+
+
+def test_motion_plausibility_judges_the_path_and_validity_is_reported_beside_it(judge):
+    """A clean moving object with one smeared frame still moves plausibly, but is not a valid clip."""
+    x = sample_batch(64, kind="video", split="heldout", size=16, frames=8, generator=make_generator(9))["x"]
+    smeared = x.clone()
+    smeared[:, :, 3] = (x[:, :, 3].roll(4, -1) + x[:, :, 3].roll(-4, -1)) / 2   # two ghosts, centroid kept
+    s = judge.score(smeared)
+    assert s["validity"] < 0.2, "one ghosted frame makes a clip invalid"
+    assert s["motion_plausible"] > 0.6, "the centroid still travels a straight path at a world speed"
+    assert s["valid_motion_plausible"] <= min(s["validity"], s["motion_plausible"])
+    assert judge.score(x)["valid_motion_plausible"] == 1.0
 
 
 def test_broken_clips_lose_consistency_validity_and_gain_flicker(judge):

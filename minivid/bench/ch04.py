@@ -2,8 +2,8 @@
 
 `python -m minivid bench ch04 --preset full --seeds 3`:
 * headline (every seed): the temporal layers trained on unlabelled clips (frozen chapter-02 image model),
-  256 held-out prompts judged: colour, shape, size (the frozen prior kept), motion plausibility (one object
-  moving along a straight path at a world speed), direction (the text never said how things move, so
+  256 held-out prompts judged: colour, shape, size (the frozen prior kept), motion plausibility (the object
+  moving along a straight path at a world speed; and the same with every frame valid), direction (the text never said how things move, so
   chance is 0.25 before fine-tuning), temporal consistency, flicker, validity; the image model's own
   held-out accuracy at the same prompts for comparison;
 * trainable vs frozen parameters, train-step time, against chapter 03's model;
@@ -30,7 +30,7 @@ from minivid.train import count_params
 from minivid.utils import make_generator
 
 HEADLINE = ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "heldout_motion_plausible",
-            "heldout_temporal_consistency", "heldout_flicker", "heldout_validity", "heldout_motion_acc",
+            "heldout_valid_motion_plausible", "heldout_temporal_consistency", "heldout_flicker", "heldout_validity", "heldout_motion_acc",
             "train_minutes")
 
 
@@ -42,8 +42,9 @@ def heldout_prompts(n: int, r: ch04.VideoRecipe, seed: int = 0) -> dict:
 
 def _judged(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
     s = judge.score(x, labels)
-    return {k: s[k] for k in ("color_acc", "shape_acc", "size_acc", "motion_plausible", "motion_acc",
-                              "temporal_consistency", "flicker", "validity") if k in s}
+    keys = ("color_acc", "shape_acc", "size_acc", "motion_plausible", "valid_motion_plausible", "motion_acc",
+            "temporal_consistency", "flicker", "validity")
+    return {k: s[k] for k in keys if k in s}
 
 
 def _sample(model, schedule, cond, p, prompts, seed, frames=None, **kw):
@@ -135,7 +136,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     data = ch04.training_data(r, cond, progress=False)
     net = ch04.build_video_model(r, image.model)
     step = time_train_step(net, ch04.make_batch_fn(r, data),
-                      ch04.loss_fn_for(schedule, image.objective, cond.null_features(), r.p_uncond),
+                      ch04.loss_fn_for(schedule, image.objective, cond.null_features(), r.p_uncond, r.noise_alpha),
                       steps=2 if p.name == "smoke" else 6)
     figures.update(params_total=count_params(net), params_trainable=count_params(net, trainable_only=True),
                    train_step_s=step)
@@ -158,7 +159,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     rows = []
     for n in p.finetune_clips:
         mf, sf, cf = ch04.finetune(p, seed, clips=n, progress=True)
-        xf = ch04.generate(mf, sf, cf, prompts["captions"], p.guidance, objective=image.objective,
+        xf = ch04.generate(mf, sf, cf, prompts["captions"], p.finetune_guidance, objective=image.objective,
                            steps=p.eval_steps, seed=seed, frames=r.frames, size=r.size)
         rows.append({"captioned clips": n, **_judged(judge, xf, prompts["labels"])})
         figures[f"finetune{n}_motion_acc"] = rows[-1].get("motion_acc", float("nan"))

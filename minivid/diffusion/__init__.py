@@ -21,6 +21,7 @@ from minivid.diffusion.flow import (
 from minivid.diffusion.process import (
     OBJECTIVES,
     diffusion_loss,
+    mixed_noise,
     model_output_to_x0_eps,
     predict_eps_from_x0,
     predict_x0_from_eps,
@@ -60,7 +61,7 @@ __all__ = [
     "OBJECTIVES", "SPACINGS", "SCHEDULE_KINDS", "Schedule", "make_schedule", "schedule_from_betas",
     "linear_betas", "cosine_betas", "rescale_zero_terminal_snr", "gather", "q_sample", "q_step",
     "q_posterior", "snr", "predict_x0_from_eps", "predict_eps_from_x0", "v_from_x0_eps", "x0_eps_from_v",
-    "model_output_to_x0_eps", "training_target", "sample_timesteps", "diffusion_loss", "ddim_timesteps",
+    "model_output_to_x0_eps", "training_target", "sample_timesteps", "diffusion_loss", "mixed_noise", "ddim_timesteps",
     "ddpm_step", "ddim_step", "alpha_bar_at", "cfg_combine", "guided_predict", "ddim_sample",
     "ddpm_sample", "sample", "FLOW_METHODS", "T_SAMPLERS", "flow_interpolate", "flow_matching_loss", "flow_sample",
     "flow_timesteps", "sample_flow_t", "x0_eps_from_velocity",

@@ -144,6 +144,28 @@ def sample_timesteps(n: int, schedule: Schedule, generator: torch.Generator | No
     return torch.randint(0, schedule.T, (n,), generator=generator, device=dev).to(device)
 
 
+def mixed_noise(shape: tuple[int, ...], alpha: float = 0.0, generator: torch.Generator | None = None,
+                frame_dim: int = 2, device=None) -> torch.Tensor:
+    """Noise shared across frames in part: PYoCo's *mixed noise* (Ge et al. 2023, arXiv:2305.10474, Sec. 3.2).
+
+    Every frame's noise is sqrt(a^2 / (1 + a^2)) * one draw shared by the whole clip + sqrt(1 / (1 + a^2)) * its
+    own draw, so each frame is still N(0, I) (an image model sees what it was trained on) while any two frames
+    correlate by a^2 / (1 + a^2) (0.5 at alpha=1, 0.8 at alpha=2). shape: (B, C, T, H, W) with frames at
+    `frame_dim`. alpha=0 is ordinary independent noise, drawn exactly as `torch.randn(shape, generator)`.
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    gdev = generator.device if generator is not None else device
+    eps = torch.randn(shape, generator=generator, device=gdev)
+    if alpha == 0:
+        return eps.to(device) if device is not None else eps
+    shared_shape = list(shape)
+    shared_shape[frame_dim] = 1
+    shared = torch.randn(shared_shape, generator=generator, device=gdev)             # one draw per clip
+    out = (alpha * shared + eps) / (1 + alpha**2) ** 0.5
+    return out.to(device) if device is not None else out
+
+
 def diffusion_loss(model: Callable, x0: torch.Tensor, schedule: Schedule, objective: str = "eps",
                    generator: torch.Generator | None = None, cond: dict | None = None,
                    t: torch.Tensor | None = None, noise: torch.Tensor | None = None,

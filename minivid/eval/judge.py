@@ -158,17 +158,22 @@ class Judge:
                 plausible = self.plausible_motion(m, self._world(x))
                 per_sample["motion_plausible"] = plausible
                 out["motion_plausible"] = plausible.float().mean().item()
+                out["valid_motion_plausible"] = (plausible & m["valid"]).float().mean().item()
         out["per_sample"] = per_sample
         return out
 
     @staticmethod
     def plausible_motion(m: dict, world) -> torch.Tensor:
-        """(B,) bool, no labels needed: one clean object (valid) moving along a straight line (motion
-        confidence >= 0.5) at a speed the world has (within half the slow and 1.5x the fast speed)."""
+        """(B,) bool, no labels needed: the object's centroid moves along a straight line (motion confidence
+        >= 0.5) at a speed the world has (within half the slow and 1.5x the fast speed).
+
+        A judgement of the motion only: whether every frame is also one clean object is `valid`, reported on its
+        own (`score` gives both and their conjunction, "valid_motion_plausible").
+        """
         scale = world.speed_scale(m["T"])
         along = torch.stack([m["vx"].abs(), m["vy"].abs()], -1).max(-1).values
         in_range = (along >= 0.5 * world.speed_slow * scale) & (along <= 1.5 * world.speed_fast * scale)
-        return m["valid"] & (m["motion_conf"] >= 0.5) & in_range
+        return (m["motion_conf"] >= 0.5) & in_range
 
     def features(self, x) -> torch.Tensor:
         """Judge features for the Fréchet distance: (B, 17) for images, (B, 38) for clips.

@@ -17,6 +17,7 @@ frames - interpolation (raise the frame rate) and extrapolation (extend a clip).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -36,10 +37,15 @@ class Pseudo3DConfig:
     rel_pos_buckets: int = 16
     rel_pos_max_distance: int = 32
     text_in_time: bool = True           # temporal attention also reads the block embedding (time + pooled text)
+    attn_levels: tuple[int, ...] = ()   # beyond the paper: temporal attention after every ResBlock at these
+                                        # resolution levels too (0 = full size); the image model's spatial
+                                        # attention is only at the coarsest level, too coarse for a small object
 
     def __post_init__(self):
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd and >= 1, got {self.kernel}")
+        if any(lv < 0 for lv in self.attn_levels):
+            raise ValueError(f"attn_levels must be resolution levels >= 0, got {self.attn_levels}")
         if not (self.temporal_conv or self.temporal_attn):
             raise ValueError("Pseudo3DConfig needs temporal_conv or temporal_attn (or there is nothing to train)")
 
@@ -57,12 +63,19 @@ def inflate(unet: UNet2D, cfg: Pseudo3DConfig | None = None) -> UNet2D:
             blk.conv2 = Pseudo3DConv(blk.conv2, cfg.kernel)
     if cfg.temporal_attn:
         emb_dim = 4 * unet.cfg.channels if cfg.text_in_time else None
-        where = [b.name for b in unet.blocks() if isinstance(b, AttentionBlock)]
+        where = [b.name for b in unet.blocks() if isinstance(b, AttentionBlock)
+                 or (isinstance(b, ResBlock) and block_level(b.name, unet) in cfg.attn_levels)]
         unet.add_temporal_layers(lambda name, ch: TemporalAttention(f"{name}_t", ch, cfg.head_dim,
                                                                     cfg.rel_pos_buckets, cfg.rel_pos_max_distance,
                                                                     emb_dim=emb_dim), where)
     temporal_parameters(unet)
     return unet
+
+
+def block_level(name: str, unet: UNet2D) -> int:
+    """The resolution level of a block from its name: "down1_0_res" -> 1, "mid0_attn" -> the deepest level."""
+    m = re.match(r"(?:down|up)(\d+)_", name)
+    return int(m.group(1)) if m else len(unet.cfg.channel_mult) - 1
 
 
 def temporal_parameters(model: nn.Module) -> list[nn.Parameter]:

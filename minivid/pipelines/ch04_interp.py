@@ -12,10 +12,11 @@ import copy
 import torch
 
 from minivid.data import WorldConfig, from_uint8, materialize_split
-from minivid.diffusion import Schedule, diffusion_loss
+from minivid.diffusion import Schedule, diffusion_loss, mixed_noise
 from minivid.models.pseudo3d import FrameInterpolator, interpolation_mask, temporal_parameters
 from minivid.pipelines.ch04 import (
     Ch04Preset,
+    VideoRecipe,
     checkpoint_path,
     get_preset,
     image_model,
@@ -65,12 +66,14 @@ def interp_batch_fn(preset, pools: dict):
     return batch_fn
 
 
-def interp_loss_fn(schedule: Schedule, objective: str, null: dict):
-    """Diffusion loss on every frame, the network told the known frames and the mask (null caption: no text)."""
+def interp_loss_fn(schedule: Schedule, objective: str, null: dict, noise_alpha: float = 0.0):
+    """Diffusion loss on every frame, the network told the known frames and the mask (null caption: no text);
+    the noise shared across frames as the video model was trained (`mixed_noise`)."""
     def loss_fn(net, batch, g):
         B = batch["x"].shape[0]
         cond = {k: v.expand(B, *v.shape) for k, v in null.items()}
-        return diffusion_loss(net, batch["x"], schedule, objective, generator=g,
+        return diffusion_loss(net, batch["x"], schedule, objective, generator=g, noise=mixed_noise(
+                              batch["x"].shape, noise_alpha, g),
                               cond={**cond, "known": batch["known"], "mask": batch["mask"]})
     return loss_fn
 
@@ -83,7 +86,8 @@ def train_interpolator(preset: str | Ch04Preset = "full", seed: int = 0, progres
     p = get_preset(preset)
     video, schedule, cond = load_video_model(p, seed, progress)
     net = FrameInterpolator(copy.deepcopy(video))
-    state = load_or_train(net, interp_loss_fn(schedule, image_model(p.video, False).objective, cond.null_features()),
+    state = load_or_train(net, interp_loss_fn(schedule, image_model(p.video, False).objective, cond.null_features(),
+                                         p.video.noise_alpha),
                           interp_batch_fn(p, interp_pools(p)), p.interp, checkpoint_path("interp", p, seed), seed=seed,
                           progress=progress, params=temporal_parameters(net), desc="ch04 frame interpolation",
                           command=train_command(p))
@@ -93,12 +97,14 @@ def train_interpolator(preset: str | Ch04Preset = "full", seed: int = 0, progres
 @torch.no_grad()
 def fill_frames(interp: FrameInterpolator, schedule: Schedule, cond: TextConditioner, known: torch.Tensor,
                 mask: torch.Tensor, *, objective: str = "v", steps: int = 20, seed: int = 0,
-                progress: bool = False) -> torch.Tensor:
-    """Sample the masked frames of `known` (B, 3, T, S, S) given `mask` (T,); known frames are kept as given."""
+                progress: bool = False, noise_alpha: float | None = None) -> torch.Tensor:
+    """Sample the masked frames of `known` (B, 3, T, S, S) given `mask` (T,); known frames are kept as given.
+    noise_alpha: the starting noise's share across frames (by default the video recipe's, as trained)."""
     B, T = known.shape[0], known.shape[2]
     m = mask.to(known).expand(B, T)
     out = guided_ddim(interp, schedule, cond, [""] * B, tuple(known.shape[1:]), guidance=1.0, objective=objective,
-                      steps=steps, seed=seed, progress=progress, extra={"known": known, "mask": m})
+                      steps=steps, seed=seed, progress=progress, extra={"known": known, "mask": m},
+                      noise_alpha=VideoRecipe.noise_alpha if noise_alpha is None else noise_alpha)
     keep = m[:, None, :, None, None].bool()
     return torch.where(keep, known, out)
 

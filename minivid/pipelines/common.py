@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 
 from minivid.data import DATA_VERSION
-from minivid.diffusion import Schedule, ddim_sample, make_schedule
+from minivid.diffusion import Schedule, ddim_sample, make_schedule, mixed_noise
 from minivid.train import TrainConfig, TrainState, count_params, train
 from minivid.utils import (
     CheckpointError,
@@ -170,20 +170,21 @@ def load_weights(model: torch.nn.Module, path: Path, *, steps: int | None = None
 @torch.no_grad()
 def guided_ddim(model, schedule: Schedule, cond, prompts, item_shape: tuple[int, ...], *, guidance: float = 1.0,
                 objective: str = "v", steps: int = 50, seed: int = 0, batch_size: int = 64, progress: bool = True,
-                clip: float | None = 1.0, extra: dict | None = None) -> torch.Tensor:
+                clip: float | None = 1.0, extra: dict | None = None, noise_alpha: float = 0.0) -> torch.Tensor:
     """One sample per prompt with DDIM and classifier-free guidance: (B, *item_shape), x0 clipped to [-clip, clip].
 
     cond: a `TextConditioner` (prompts -> model kwargs; "" is the unconditional prompt). The initial noise
     depends only on `seed` and the position in the batch, so guidance scales or step counts compared on
     the same seed start from the same noise. extra: more per-item model kwargs (B, ...) given to both
-    branches (e.g. a conditioning clip).
+    branches (e.g. a conditioning clip). noise_alpha: clips start from noise partly shared across frames
+    (`mixed_noise`; for models trained that way).
     """
     if isinstance(prompts, str):
         prompts = [prompts]
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     g = make_generator(seed)
-    noise = torch.randn(len(prompts), *item_shape, generator=g)
+    noise = mixed_noise((len(prompts), *item_shape), noise_alpha, g)
     outs = []
     for i in range(0, len(prompts), batch_size):
         chunk = list(prompts[i:i + batch_size])
