@@ -23,7 +23,8 @@ def test_bench_writes_json_with_provenance(tmp_path, capsys):
     assert main(["bench", "judge", "--preset", "smoke", "--out", str(out)]) == 0
     rec = json.loads(out.read_text())
     assert rec["preset"] == "smoke" and rec["seed"] == 0 and rec["wall_time_s"] > 0
-    assert {"cpu_count", "torch", "platform"} <= set(rec["machine"])
+    assert {"cpu_count", "cpu_model", "torch_threads", "torch", "platform"} <= set(rec["machine"])
+    assert rec["machine"]["cpu_model"], "the CPU model is named (issue 19: wall times need their machine)"
     assert "bench judge" in capsys.readouterr().out
 
 

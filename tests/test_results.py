@@ -16,6 +16,16 @@ def test_documents_agree_with_recorded_results():
     assert not stale, f"out of date: {[str(p) for p in stale]}; run `python -m minivid results render`"
 
 
+def test_provenance_names_the_seeds_and_the_cpu_when_recorded():
+    record = {"bench": "ch04", "preset": "full", "seed": 0, "seeds": 3, "wall_time_s": 60.0,
+              "date": "2026-12-01T00:00:00+00:00", "machine": {"device": "cpu", "cpu_count": 2, "torch": "2.13.0",
+                                                              "cpu_model": "AMD EPYC", "torch_threads": 2}}
+    line = results.provenance(record)
+    assert "bench ch04 --preset full --seed 0 --seeds 3`" in line and "(AMD EPYC, 2 cores, 2 threads, torch" in line
+    old = {**record, "seeds": 1, "machine": {"device": "cpu", "cpu_count": 2, "torch": "2.13.0"}}
+    assert results.provenance(old).endswith("--seed 0` on 2026-12-01: 60 s wall, cpu (2 cores, torch 2.13.0)._")
+
+
 def test_render_fills_block_from_json_and_names_the_command(tmp_path):
     record = {"bench": "demo", "preset": "full", "seed": 3, "wall_time_s": 12.5, "date": "2026-11-25T00:00:00+00:00",
               "machine": {"device": "cpu", "cpu_count": 2, "torch": "2.13.0"},

@@ -38,10 +38,23 @@ def available() -> list[str]:
     return sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_"))
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("Intel(R) Xeon(R) ..."), read from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
+    """Where a figure was measured: CPU model and count, torch threads and build, GPU if any."""
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
