@@ -232,7 +232,7 @@ def loss_fn_for(schedule: Schedule, objective: str, null: dict, p_uncond: float,
     shared across frames by `noise_alpha` (`mixed_noise`)."""
     def loss_fn(net, batch, g):
         B = batch["x"].shape[0]
-        noise = mixed_noise(batch["x"].shape, noise_alpha, g)
+        noise = mixed_noise(batch["x"].shape, noise_alpha, g, device=batch["x"].device)   # drawn where g lives
         if "context" in batch:
             text, _ = caption_dropout({k: batch[k] for k in null}, null, p_uncond, generator=g)
         else:

@@ -73,7 +73,7 @@ def interp_loss_fn(schedule: Schedule, objective: str, null: dict, noise_alpha: 
         B = batch["x"].shape[0]
         cond = {k: v.expand(B, *v.shape) for k, v in null.items()}
         return diffusion_loss(net, batch["x"], schedule, objective, generator=g, noise=mixed_noise(
-                              batch["x"].shape, noise_alpha, g),
+                              batch["x"].shape, noise_alpha, g, device=batch["x"].device),
                               cond={**cond, "known": batch["known"], "mask": batch["mask"]})
     return loss_fn
 
