@@ -22,6 +22,8 @@ chapter bumps when its architecture or loss changes. A stale checkpoint is never
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import importlib
 import json
@@ -105,6 +107,37 @@ def training_record(path: Path) -> dict:
     return json.loads(meta.read_text()) if meta.exists() else {}
 
 
+class TrainingSetup(NamedTuple):
+    """What one `load_or_train` call trains: its label, the model as built, its loss and batches, the recipe,
+    and the names of the parameters it optimises."""
+    desc: str
+    model: torch.nn.Module
+    loss_fn: Callable
+    batch_fn: Callable
+    recipe: object
+    trainable: tuple[str, ...]
+
+
+_CAPTURED: list[TrainingSetup] | None = None
+
+
+@contextlib.contextmanager
+def capture_training():
+    """Record every training run the code inside asks for, and train nothing: yields the list of `TrainingSetup`s.
+
+    Inside the block `load_or_train` appends what it was given, then loads a finished checkpoint as usual (later
+    stages may need it) or, where none is cached, returns the model untrained instead of training it. So calling
+    a chapter's `CLI.train` collects that chapter's real training steps, upstream models included, without a list
+    of recipes to keep (`python -m minivid bench perf` times them). Not for sampling: models may be untrained.
+    """
+    global _CAPTURED
+    outer, _CAPTURED = _CAPTURED, []
+    try:
+        yield _CAPTURED
+    finally:
+        _CAPTURED = outer
+
+
 def load_or_train(model: torch.nn.Module, loss_fn, batch_fn, recipe, path: Path, *, seed: int, desc: str,
                   progress: bool = True, retrain: bool = False, params=None, ckpt_every: int = 500,
                   command: str | None = None) -> TrainState:
@@ -115,6 +148,14 @@ def load_or_train(model: torch.nn.Module, loss_fn, batch_fn, recipe, path: Path,
     recorded beside the checkpoint as JSON (a resumed run adds to the record): see `training_record`.
     """
     path = Path(path)
+    if _CAPTURED is not None:                                          # under capture_training(): record only
+        wanted = {id(q) for q in params} if params is not None else None
+        names = tuple(n for n, q in model.named_parameters()
+                      if q.requires_grad and (wanted is None or id(q) in wanted))
+        _CAPTURED.append(TrainingSetup(desc, copy.deepcopy(model), loss_fn, batch_fn, recipe, names))
+        if not is_finished(path, recipe.steps):
+            return TrainState(model=model.eval(), ema=None, step=0)
+        retrain = False
     if retrain and path.exists():
         path.unlink()
     cfg = train_config(recipe, seed=seed, path=path, desc=desc, progress=progress, ckpt_every=ckpt_every,
@@ -276,5 +317,5 @@ class ChapterCLI:
 
 
 __all__ = ["pick_preset", "with_steps", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
-           "training_record", "load_or_train", "is_finished", "load_weights", "guided_ddim", "provides", "pretrained",
-           "pretrained_path", "ChapterCLI", "Denoiser"]
+           "training_record", "TrainingSetup", "capture_training", "load_or_train", "is_finished", "load_weights",
+           "guided_ddim", "provides", "pretrained", "pretrained_path", "ChapterCLI", "Denoiser"]
