@@ -196,6 +196,30 @@ def show_frames(clip: torch.Tensor, labels: Sequence[str] | None = None, size: f
     return fig
 
 
+def show_frame_rows(rows: dict[str, torch.Tensor], title: str | None = None, size: float = 0.75):
+    """Clips (3, T, H, W), one per labelled row, aligned in time: a clip with fewer frames than the longest sits on
+    every (T_max / T)-th column (its frame i on column i * T_max / T), as a temporal upsampler reads it. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n = max(c.shape[1] for c in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 1.2, size * len(rows) + 0.5), squeeze=False)
+    for r, (label, clip) in enumerate(rows.items()):
+        step = n // clip.shape[1]
+        for j, ax in enumerate(axes[r]):
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.spines[:].set_color("0.6")
+            ax.spines[:].set_visible(j % step == 0)                  # a thin frame: white frames stay visible
+            if j % step == 0:
+                ax.imshow(((clip[:, j // step].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy(), interpolation="nearest")
+            if r == 0:
+                ax.set_title(str(j), fontsize=7)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str = "", ylabel: str = "",
                 title: str = "", logy: bool = False, ax=None):
     """Several named (x, y) curves on one axis: schedules, loss curves, sweeps."""

@@ -61,3 +61,17 @@ def test_flow_colours_follow_the_wheel_and_still_pixels_are_black():
     assert viz.flow_to_rgb(flow[:, :, None].expand(7, 2, 4, 3, 3)).shape == (7, 3, 4, 3, 3)
     with pytest.raises(ValueError, match=r"\(B, 2"):
         viz.flow_to_rgb(torch.zeros(2, 3, 4, 4))
+
+
+def test_show_frame_rows_aligns_a_shorter_clip_on_every_other_column():
+    import matplotlib
+    matplotlib.use("Agg")
+    from minivid.viz import show_frame_rows
+    long, short = torch.rand(3, 8, 4, 4) * 2 - 1, torch.rand(3, 4, 4, 4) * 2 - 1
+    fig = show_frame_rows({"16": long, "8": short}, title="t")
+    axes = fig.axes
+    assert len(axes) == 2 * 8
+    drawn = [bool(ax.images) for ax in axes[8:]]
+    assert drawn == [True, False] * 4, "the short clip's frame i sits on column 2i"
+    img = axes[8 + 2].images[0].get_array()
+    assert torch.allclose(torch.as_tensor(img), ((short[:, 1] + 1) / 2).permute(1, 2, 0).float(), atol=1e-6)
