@@ -113,9 +113,11 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     rows, ops = [], []
     for s in setups:
         row, top_ops = measure(s, cfg["steps"], cfg["profile_steps"], cfg["top"])
-        row["% of matmul peak"] = 100 * row["GFLOP/s"] / peak
         rows.append(row)
         ops += top_ops
+    peak = max(peak, matmul_peak_gflops(cfg["matmul"]))          # before and after: the less disturbed of the two
+    for row in rows:
+        row["% of matmul peak"] = 100 * row["GFLOP/s"] / peak
     figures = {"matmul_peak_gflops": peak, "recipes": len(rows)}
     for r in rows:
         if r["recipe"].startswith("ch03 video U-Net"):             # the step issue 19 asks to speed up

@@ -260,7 +260,8 @@ def judge_names(pred: dict) -> list[str]:
 def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> Path:
     """`python -m minivid train ch02`: pretrain the text encoder, then the text-to-image U-Net."""
     p = with_steps(get_preset(preset), "t2i", steps)
-    train_t2i(p, seed=seed)
+    train_clip(p, seed=seed)                   # the chapter's two models: the mini-CLIP (loaded if cached), then
+    train_t2i(p, seed=seed)                    # the U-Net on its frozen text encoder
     return checkpoint_path("t2i", p, seed)
 
 
