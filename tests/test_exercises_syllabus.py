@@ -30,6 +30,7 @@ def test_the_glossary_defines_the_notation():
 def test_training_minutes_are_read_from_the_recorded_figures():
     assert results.training_seconds({"train_minutes": 6.5, "total_train_s": 1}) == (390.0, "train_minutes")
     assert results.training_seconds({"total_train_s": 354.0, "clip_train_s": 1.0}) == (354.0, "total_train_s")
+    assert results.training_seconds({"train_minutes_mean": 2.0, "total_train_s": 1}) == (120.0, "train_minutes_mean")
     assert results.training_seconds({"a_train_s": 10.0, "b_train_wall_s": 20.0, "a_train_cpu_s": 99.0}) == \
         (30.0, "a_train_s + b_train_wall_s")
     assert results.training_seconds({"heldout_shape_acc": 1.0}) is None
