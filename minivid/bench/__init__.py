@@ -102,18 +102,23 @@ def run_bench(name: str, preset: str = "smoke", seed: int = 0, out: str | os.Pat
     return record
 
 
+def train_step(model, batch_fn, loss_fn, opt, i: int) -> None:
+    """One optimiser step on batch i (its generator seeded by i), as a benchmark times it."""
+    g = make_generator(i)
+    loss = loss_fn(model, batch_fn(i, g), g)
+    loss = loss[0] if isinstance(loss, tuple) else loss
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def time_train_step(model, batch_fn, loss_fn, steps: int = 6, lr: float = 1e-4) -> float:
     """Seconds per training step (AdamW on the parameters that require grad, real batches), after one warm-up."""
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=lr)
     for i in range(steps + 1):
         if i == 1:
             t0 = time.perf_counter()
-        g = make_generator(i)
-        loss = loss_fn(model, batch_fn(i, g), g)
-        loss = loss[0] if isinstance(loss, tuple) else loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, batch_fn, loss_fn, opt, i)
     return (time.perf_counter() - t0) / steps
 
 

@@ -25,9 +25,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from minivid.bench import train_step
 from minivid.cli.chapters import chapter_names
 from minivid.pipelines.common import TrainingSetup, capture_training
-from minivid.utils import make_generator
 
 SETTINGS = {"smoke": dict(steps=2, profile_steps=1, matmul=256, top=3),
             "full": dict(steps=12, profile_steps=3, matmul=1024, top=5)}
@@ -64,15 +64,6 @@ def collect_setups(preset: str, seed: int = 0) -> tuple[list[TrainingSetup], lis
     return setups, notes
 
 
-def _step(model, setup: TrainingSetup, opt, i: int) -> None:
-    g = make_generator(i)
-    loss = setup.loss_fn(model, setup.batch_fn(i, g), g)
-    loss = loss[0] if isinstance(loss, tuple) else loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
 def measure(setup: TrainingSetup, steps: int, profile_steps: int, top: int) -> tuple[dict, list[dict]]:
     """({"recipe", "params", "trainable", "GFLOPs/step", "step s", ...}, [top ops]) of one training setup."""
     model = copy.deepcopy(setup.model).train()
@@ -83,19 +74,19 @@ def measure(setup: TrainingSetup, steps: int, profile_steps: int, top: int) -> t
     for q in params:
         q.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=1e-5)
-    _step(model, setup, opt, 0)                                    # warm-up (allocations, lazy init)
+    train_step(model, setup.batch_fn, setup.loss_fn, opt, 0)          # warm-up (allocations, lazy init)
     with FlopCounterMode(display=False) as fc:
-        _step(model, setup, opt, 1)
+        train_step(model, setup.batch_fn, setup.loss_fn, opt, 1)
     flops = fc.get_total_flops()
     times = []
     for i in range(steps):
         t0 = time.perf_counter()
-        _step(model, setup, opt, 2 + i)
+        train_step(model, setup.batch_fn, setup.loss_fn, opt, 2 + i)
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for i in range(profile_steps):
-            _step(model, setup, opt, 100 + i)
+            train_step(model, setup.batch_fn, setup.loss_fn, opt, 100 + i)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops) or 1.0
     top_ops = [{"recipe": setup.desc, "op": e.key, "share of step": e.self_cpu_time_total / total,
