@@ -81,6 +81,22 @@ def test_zero_snr_rescale(kind):
     assert bool((z.alpha_bars[1:] < z.alpha_bars[:-1]).all())          # still monotone
 
 
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("shift", [0.5, 2.0, 3.0])
+def test_shifted_schedule_divides_every_snr_by_shift_squared(kind, shift):
+    base, s = make_schedule(kind, 1000), make_schedule(kind, 1000, shift=shift)
+    # closed form (Hoogeboom et al. 2023, §3.1): alpha_bar' = ab / (ab + shift^2 (1 - ab)), i.e. SNR' = SNR / shift^2
+    ab = base.alpha_bars
+    assert_close(s.alpha_bars, ab / (ab + shift**2 * (1 - ab)), atol=0, rtol=1e-12)
+    assert_close(s.snr, base.snr / shift**2, atol=0, rtol=1e-10)
+    assert bool((s.alpha_bars[1:] < s.alpha_bars[:-1]).all()) and s.shift == shift
+    assert make_schedule(kind, 1000, shift=1.0).betas.equal(base.betas)
+    z = make_schedule(kind, 1000, shift=shift, zero_snr=True)        # composes with the zero-SNR rescale
+    assert float(z.alpha_bars[-1]) == 0.0
+    with pytest.raises(ValueError, match="shift must be > 0"):
+        make_schedule(kind, 1000, shift=0.0)
+
+
 def test_schedule_posterior_tables_and_bad_input():
     s = make_schedule("linear", 1000)
     assert float(s.posterior_variance[0]) == 0.0

@@ -55,11 +55,12 @@ from minivid.diffusion.schedules import (
     make_schedule,
     rescale_zero_terminal_snr,
     schedule_from_betas,
+    shift_snr,
 )
 
 __all__ = [
     "OBJECTIVES", "SPACINGS", "SCHEDULE_KINDS", "Schedule", "make_schedule", "schedule_from_betas",
-    "linear_betas", "cosine_betas", "rescale_zero_terminal_snr", "gather", "q_sample", "q_step",
+    "linear_betas", "cosine_betas", "rescale_zero_terminal_snr", "shift_snr", "gather", "q_sample", "q_step",
     "q_posterior", "snr", "predict_x0_from_eps", "predict_eps_from_x0", "v_from_x0_eps", "x0_eps_from_v",
     "model_output_to_x0_eps", "training_target", "sample_timesteps", "diffusion_loss", "mixed_noise", "ddim_timesteps",
     "ddpm_step", "ddim_step", "alpha_bar_at", "cfg_combine", "guided_predict", "ddim_sample",

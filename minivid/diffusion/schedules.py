@@ -4,7 +4,8 @@ Follows: Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (arXiv:2006.
 schedule beta_1 = 1e-4 ... beta_T = 0.02 over T = 1000 steps); Nichol & Dhariwal 2021, "Improved
 DDPM" (arXiv:2102.09672, eq. 17: the cosine schedule, s = 0.008, beta capped at 0.999); Lin et al.
 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed" (arXiv:2305.08891, Algorithm 1:
-rescale to zero terminal SNR).
+rescale to zero terminal SNR); Hoogeboom et al. 2023, "simple diffusion" (arXiv:2301.11093, §3.1: the
+shifted schedule, logSNR(t) + 2 log(1 / shift), so a bigger signal is noised as hard as a small one).
 
 Indexing: timesteps are 0-based, t = 0 .. T-1. `alpha_bars[t]` is the signal fraction after t+1
 noising steps, so x_t = sqrt(alpha_bars[t]) x_0 + sqrt(1 - alpha_bars[t]) eps and t = 0 is already
@@ -12,6 +13,7 @@ noising steps, so x_t = sqrt(alpha_bars[t]) x_0 + sqrt(1 - alpha_bars[t]) eps an
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -44,6 +46,24 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Ten
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
 
 
+def shift_snr(betas: torch.Tensor, shift: float) -> torch.Tensor:
+    """Hoogeboom et al. 2023, §3.1: divide every SNR by shift**2 (logSNR - 2 log shift). (T,) -> (T,) float64.
+
+    A clip of 8 frames, or a bigger image, is more redundant than the image a schedule was tuned on: at
+    the same SNR its coarse content (where the object is, which way it moves) is still readable. Shifting
+    the SNR down spends more of training and sampling where that content is decided. shift = 1: unchanged.
+    """
+    if not shift > 0:
+        raise ValueError(f"shift must be > 0 (1 = unchanged, 2 = SNR / 4), got {shift}")
+    betas = betas.to(torch.float64)
+    if shift == 1:
+        return betas
+    ab = torch.cumprod(1 - betas, 0)
+    ab = torch.sigmoid(torch.logit(ab) - 2 * math.log(shift))   # SNR / shift^2; ab = 0 (zero SNR) stays 0
+    ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+    return 1 - ab / ab_prev
+
+
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     """Lin et al. 2023, Algorithm 1: shift/scale sqrt(alpha_bar) so the last is 0 and the first unchanged.
 
@@ -74,6 +94,7 @@ class Schedule:
     posterior_log_variance: torch.Tensor  # log beta~_t, with t = 0 clipped to beta~_1 (beta~_0 = 0)
     posterior_mean_coef_x0: torch.Tensor  # sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t)
     posterior_mean_coef_xt: torch.Tensor  # sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
+    shift: float = 1.0                  # the SNR shift applied to the named schedule (`shift_snr`)
 
     @property
     def T(self) -> int:
@@ -85,7 +106,8 @@ class Schedule:
         return self.alpha_bars / (1 - self.alpha_bars)
 
     def __repr__(self) -> str:
-        return (f"Schedule(kind={self.kind!r}, T={self.T}, zero_snr={self.zero_snr}, "
+        shift = f", shift={self.shift:g}" if self.shift != 1 else ""
+        return (f"Schedule(kind={self.kind!r}, T={self.T}, zero_snr={self.zero_snr}{shift}, "
                 f"alpha_bar[0]={self.alpha_bars[0].item():.6g}, alpha_bar[T-1]={self.alpha_bars[-1].item():.3g})")
 
 
@@ -110,17 +132,19 @@ def schedule_from_betas(betas: torch.Tensor, kind: str = "custom", zero_snr: boo
     )
 
 
-def make_schedule(kind: str = "linear", T: int = 1000, zero_snr: bool = False) -> Schedule:
-    """The named schedule ("linear" | "cosine") with T steps, optionally rescaled to zero terminal SNR."""
+def make_schedule(kind: str = "linear", T: int = 1000, zero_snr: bool = False, shift: float = 1.0) -> Schedule:
+    """The named schedule ("linear" | "cosine") with T steps, its SNR shifted (`shift_snr`), optionally
+    rescaled to zero terminal SNR."""
     if kind == "linear":
         betas = linear_betas(T)
     elif kind == "cosine":
         betas = cosine_betas(T)
     else:
         raise ValueError(f"kind must be one of {SCHEDULE_KINDS}, got {kind!r}")
+    betas = shift_snr(betas, shift)
     if zero_snr:
         betas = rescale_zero_terminal_snr(betas)
-    return schedule_from_betas(betas, kind=kind, zero_snr=zero_snr)
+    return dataclasses.replace(schedule_from_betas(betas, kind=kind, zero_snr=zero_snr), shift=float(shift))
 
 
 def gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -159,4 +183,4 @@ def _check_T(T: int) -> None:
 
 
 __all__ = ["Schedule", "make_schedule", "schedule_from_betas", "linear_betas", "cosine_betas",
-           "rescale_zero_terminal_snr", "gather", "SCHEDULE_KINDS"]
+           "rescale_zero_terminal_snr", "shift_snr", "gather", "SCHEDULE_KINDS"]

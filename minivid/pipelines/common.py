@@ -83,8 +83,8 @@ def checkpoint_path(chapter: str, what: str, preset_name: str, seed: int, *parts
 
 
 def schedule_for(recipe) -> Schedule:
-    """The noise schedule a recipe trains and samples with."""
-    return make_schedule(recipe.schedule, recipe.T)
+    """The noise schedule a recipe trains and samples with (`schedule_shift`, where a recipe has one)."""
+    return make_schedule(recipe.schedule, recipe.T, shift=getattr(recipe, "schedule_shift", 1.0))
 
 
 def train_config(recipe, *, seed: int, path: Path | None, desc: str, progress: bool = True,
