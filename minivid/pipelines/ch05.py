@@ -82,13 +82,14 @@ PRESETS = {
     ),
     "full": Ch05Preset(
         name="full",
-        # step times estimated relative to chapter 03's measured 0.117 s/step (2 cores): TSR 1.9x, SSR 1.66x, the
-        # baseline 12x of it (minivid.bench.time_train_step, one thread each); the baseline's steps match the
-        # cascade's total (base 6.2 + TSR 7.4 + SSR 7.8 minutes)
-        tsr=StageRecipe(kind="tsr", steps=2000),                                      # ~0.22 s/step: ~7.4 min
-        ssr=StageRecipe(kind="ssr", crop=16, steps=2400,                              # ~0.19 s/step: ~7.8 min
+        # step times measured by `python -m minivid bench perf` (chapters/results/perf.json, 2 cores): TSR 0.455 s,
+        # SSR 0.372 s; the steps keep each stage under 10 minutes with a 10 % margin for run-to-run timing noise
+        tsr=StageRecipe(kind="tsr", steps=1100),                                      # ~8.3 min
+        ssr=StageRecipe(kind="ssr", crop=16, steps=1400,                              # ~8.7 min
                         unet_overrides={"temporal_attn_levels": (1,), "frame_embedding": True}),
-        baseline=ch03.VideoRecipe(size=32, frames=16, steps=900),                     # ~1.4 s/step: ~21 min
+        # the single-stage baseline gets the cascade's whole budget (base 11.7 + TSR 8.3 + SSR 8.7 minutes) at an
+        # estimated 1.4 s/step (12x chapter 03's step: 2x frames, 4x pixels, less than linear on 2 cores)
+        baseline=ch03.VideoRecipe(size=32, frames=16, steps=1200),                    # ~28 min
     ),
 }
 
