@@ -50,8 +50,15 @@ def test_smoke_training_is_cached_and_resumes(tmp_path, monkeypatch):
 def test_smoke_bench_runs_and_reports(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIVID_HOME", str(tmp_path))
     from minivid.bench import run_bench
-    rec = run_bench("ch01", "smoke", out=tmp_path / "ch01.json")
+    rec = run_bench("ch01", "smoke", out=tmp_path / "ch01.json", seeds=2)
     f = rec["figures"]
+    # two training seeds: each headline figure per seed, with its mean and worst, from two different models
+    rows = rec["tables"]["seeds"]
+    assert [r["seed"] for r in rows] == [0, 1] and f["seeds"] == [0, 1]
+    assert rows[0]["toy_mmd_ddpm"] == f["toy_mmd_ddpm"] and rows[0]["toy_sw_ddpm"] != rows[1]["toy_sw_ddpm"]
+    for k in ("toy_mmd_ddpm", "toy_sw_ddpm"):
+        assert f[f"{k}_min"] == min(r[k] for r in rows) and f[f"{k}_max"] == max(r[k] for r in rows)
+        assert abs(f[f"{k}_mean"] - (rows[0][k] + rows[1][k]) / 2) < 1e-12
     for k in ("toy_mmd_ddpm", "toy_mmd_ddim10", "toy_mmd_data_vs_data", "image_validity_ddpm50",
               "image_validity_ddim5", "image_frechet_ddim10", "image_train_steps_per_s"):
         assert k in f and isinstance(f[k], (int, float)), k

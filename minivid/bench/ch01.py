@@ -75,6 +75,16 @@ def _images(p: ch01.Ch01Preset, seed: int) -> tuple[dict, list[dict]]:
     return figs, rows
 
 
+HEADLINE = ("toy_mmd_ddpm", "toy_sw_ddpm", "toy_mmd_ddim20", "toy_sw_ddim20", "image_validity_ddpm1000",
+            "image_validity_ddim20", "image_validity_ddim10", "image_frechet_ddpm1000", "image_frechet_ddim20",
+            "image_train_wall_s")
+
+
+def headline(preset: str = "smoke", seed: int = 0) -> dict:
+    """One training seed's toy and image models (trained or loaded), sampled and measured: {HEADLINE name: value}."""
+    return {k: v for k, v in run(preset, seed)["figures"].items() if k in HEADLINE}
+
+
 def run(preset: str = "smoke", seed: int = 0) -> dict:
     p = ch01.get_preset(preset)
     torch.manual_seed(seed)
