@@ -168,6 +168,9 @@ def test_bench_smoke_reports_the_figures_the_issue_names():
     assert [r["model"].split(",")[0] for r in rec["tables"]["motion_ablation"]] == [
         "with motion channels (the recipe)", "RGB only"]
     assert "motion_ablation_rgb_only_motion_acc" in f
+    shift = rec["tables"]["shift_ablation"]                   # other schedule shifts, at the preset's seeds
+    assert [(r["schedule_shift"], r["seed"]) for r in shift] == list(p.shift_ablation)
+    assert f["shift_ablation_unshifted_motion_acc_min"] == min(r["motion_acc"] for r in shift if r["schedule_shift"] == 1)
 
 
 def test_direction_reliance_is_zero_for_a_model_that_ignores_the_prompt():

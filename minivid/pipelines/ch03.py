@@ -3,7 +3,8 @@
 Follows Video Diffusion Models (Ho et al. 2022, arXiv:2204.03458): a space-time U-Net
 (minivid.models.unet3d), conditioned on the frozen chapter-02 text encoder (cross-attention to
 the tokens plus the pooled vector), classifier-free guidance (arXiv:2207.12598), v-prediction
-on a cosine schedule (arXiv:2202.00512, as chapter 02), DDIM sampling (arXiv:2010.02502).
+on a cosine schedule (arXiv:2202.00512, as chapter 02) shifted towards noise for the clip's extra frames
+(arXiv:2301.11093, §3.1; `VideoRecipe.schedule_shift`), DDIM sampling (arXiv:2010.02502).
 
 Data, as the field has it: video-text pairs are *scarce* - a small fixed pool of captioned clips
 (`VideoRecipe.video_pool`, 2,000 in the full preset, rendered once and cached) - while
@@ -66,6 +67,7 @@ class VideoRecipe:
     frames: int = 8
     T: int = 1000
     schedule: str = "cosine"
+    schedule_shift: float = 1.5        # every SNR / 1.5^2: more of training and sampling where direction is decided
     objective: str = "v"
     steps: int = 3000
     batch_size: int = 8                # items per batch (clips + image items); the same frames either way
@@ -90,6 +92,8 @@ class Ch03Preset:
     timing_clips: int = 8
     ablation_steps: int | None = None  # each arm of the joint-training ablation; None: the recipe's own steps
     ablation_samples: int | None = None  # its held-out prompts; None: the main evaluation's
+    # the schedule-shift ablation's arms, (schedule_shift, seed): unshifted at every seed, larger shifts at seed 1
+    shift_ablation: tuple[tuple[float, int], ...] = ((1.0, 0), (1.0, 1), (1.0, 2), (2.0, 1), (3.0, 1))
 
 
 PRESETS = {
@@ -98,6 +102,7 @@ PRESETS = {
         video=VideoRecipe(unet="unet3d-tiny", unet_overrides={}, text_preset="smoke", image_items=2, T=100,
                           frames=4, steps=4, batch_size=4, warmup_steps=0, video_pool=64, image_pool=256),
         eval_samples=8, eval_steps=4, timing_steps=(4, 2), timing_clips=2, ablation_steps=3, ablation_samples=4,
+        shift_ablation=((1.0, 0), (2.0, 0)),
     ),
     "full": Ch03Preset(name="full", video=VideoRecipe()),
 }
