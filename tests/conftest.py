@@ -17,3 +17,13 @@ def _isolated_home(tmp_path_factory):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny models: one thread is fastest, and immune to oversubscription on a shared CPU.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

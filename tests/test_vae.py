@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from minivid.compare import assert_close
 from minivid.models.vae import (
     VAE_PRESETS,
     AutoencoderKL,
@@ -13,18 +14,11 @@ from minivid.models.vae import (
     vae_config,
     vae_loss,
 )
-from minivid.compare import assert_close
 
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is fastest, and immune to oversubscription on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**kw):

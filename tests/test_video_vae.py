@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from minivid.compare import assert_close
 from minivid.models.video_vae import (
     VIDEO_VAE_PRESETS,
     CachedCausalConv,
@@ -13,19 +14,12 @@ from minivid.models.video_vae import (
     video_frames,
     video_vae_config,
 )
-from minivid.compare import assert_close
 
 F64 = torch.float64
 TOL = dict(atol=1e-10, rtol=1e-10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is fastest, and immune to oversubscription on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize(module, seed=1, scale=0.2):
