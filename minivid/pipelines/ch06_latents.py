@@ -1,0 +1,305 @@
+"""Chapter 06, the parts of Video LDM's four trainings: the latent codec, the latent pools, batches and losses.
+
+Video LDM (Blattmann et al. 2023, arXiv:2304.08818) runs every diffusion model in the latent space of a
+pre-trained *image* autoencoder (latent diffusion, Rombach et al. 2022, arXiv:2112.10752):
+
+* `LatentCodec`: the autoencoder and its scale factor. `encode` maps pixels (B, 3, [T,] 32, 32) to scaled
+  latents scale * z, z ~ q(z | x), frame by frame; `decode` undoes the scale and decodes, with the per-frame
+  decoder or a temporally fine-tuned one (`minivid.models.alignment.TemporalDecoder`).
+* `encode_pool`: a pool's posteriors (mean, std), computed once with the frozen encoder; every batch draws a
+  fresh sample z = mean + std * eps from them, as LDM trains on posterior samples.
+* The four recipes and the models they build (the recipes' step counts are sized in `minivid.pipelines.ch06`'s
+  presets: each under 10 minutes on 2 cores).
+* The losses: the autoencoder's (`minivid.models.vae.vae_loss`), the diffusion loss on latents (caption dropout,
+  any objective; images (B, c, h, w) and clips (B, c, T, h, w) alike), and the decoder fine-tune's
+  reconstruction plus temporal term (`decoder_loss`).
+
+The decoder's temporal term. The paper fine-tunes the decoder against a patch-wise temporal discriminator built
+from 3-D convolutions (Sec. 3.1.1): it punishes clips whose frame-to-frame behaviour is unlike real video. A GAN
+is the least reliable thing to train in minutes on a CPU, so this chapter uses a documented cheaper substitute
+aimed at the same failure: the decoded clip's frame-to-frame differences must match the real clip's,
+
+    loss = mean (x_hat - x)^2 + temporal_weight * mean ((x_hat[t+1] - x_hat[t]) - (x[t+1] - x[t]))^2,
+
+i.e. the second term is the squared change of the error from one frame to the next. An error that stays the same
+in every frame costs nothing extra; one that changes from frame to frame - flicker, what a per-frame decoder adds
+to a latent clip - costs up to 1 + 4 * temporal_weight times as much.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+
+from minivid.data import from_uint8, image_text_pool
+from minivid.diffusion import Schedule, diffusion_loss
+from minivid.eval.distances import psnr
+from minivid.models import UNet2D, unet2d_config
+from minivid.models.alignment import AlignmentConfig, TemporalDecoder, align
+from minivid.models.vae import AutoencoderKL, latent_scale_factor, vae_config, vae_loss
+from minivid.text import caption_dropout
+from minivid.utils import make_generator
+
+RGB = 3
+
+
+# ----------------------------------------------------------------------------- the four recipes
+
+def _unit(name: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class VAERecipe:
+    vae: str = "vae-tiny"
+    vae_overrides: dict = field(default_factory=dict)
+    size: int = 32                     # frames are size x size; latents (size / 4) x (size / 4)
+    kl_weight: float = 1e-6            # LDM's KL-f4 weight (per element, `vae_loss`)
+    recon: str = "mse"
+    steps: int = 2500                  # ~0.15 s/step on 2 cores (0.20-0.37 s with one thread): ~6.3 min
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    ema_decay: float = 0.995
+    pool: int = 20000                  # the image-caption pool's images (their captions are not read)
+    scale_batch: int = 512             # images whose posterior samples set the latent scale factor
+
+    def __post_init__(self):
+        cfg = vae_config(self.vae, **self.vae_overrides)                    # checks the overrides
+        if self.size < cfg.downsample_factor or self.size % cfg.downsample_factor:
+            raise ValueError(f"size must be a multiple of the autoencoder's {cfg.downsample_factor}x compression, "
+                             f"got {self.size}")
+        if self.recon not in ("mse", "l1") or self.kl_weight < 0:
+            raise ValueError(f"recon must be 'mse' or 'l1' and kl_weight >= 0, got {self.recon!r}, {self.kl_weight}")
+        if self.scale_batch < 2 or self.scale_batch > self.pool:
+            raise ValueError(f"scale_batch must lie in 2..pool={self.pool}, got {self.scale_batch}")
+
+
+@dataclass(frozen=True)
+class LatentRecipe:
+    """Chapter 02's text-to-image U-Net, on latents."""
+    unet: str = "unet2d-small"
+    unet_overrides: dict = field(default_factory=lambda: {"channel_mult": (1, 2), "attn_levels": (1,)})
+    text_preset: str = "full"          # the frozen chapter-02 text encoder
+    p_uncond: float = 0.1              # caption dropout (classifier-free guidance)
+    T: int = 1000
+    schedule: str = "cosine"
+    objective: str = "v"
+    steps: int = 4000                  # ~0.10 s/step on 2 cores (0.17-0.23 s with one thread): ~6.7 min
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    pool: int = 20000                  # image-caption pairs (plentiful)
+
+    def __post_init__(self):
+        _unit("p_uncond", self.p_uncond)
+
+
+@dataclass(frozen=True)
+class VideoRecipe:
+    """The temporal layers aligned to the frozen latent image model (its schedule and objective)."""
+    alignment: dict = field(default_factory=lambda: {"attn_levels": (0,)})   # AlignmentConfig overrides
+    frames: int = 8
+    p_uncond: float = 0.1
+    time_reversal: float = 0.5         # chance a clip plays backwards, its caption's direction flipped
+    steps: int = 3000                  # ~0.15 s/step on 2 cores (0.21-0.36 s with one thread): ~7.5 min
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    pool: int = 2000                   # captioned clips (scarce)
+
+    def __post_init__(self):
+        AlignmentConfig(**self.alignment)                                    # checks the overrides
+        if self.frames < 2:
+            raise ValueError(f"frames must be >= 2 (a clip), got {self.frames}")
+        _unit("p_uncond", self.p_uncond)
+        _unit("time_reversal", self.time_reversal)
+
+
+@dataclass(frozen=True)
+class DecoderRecipe:
+    """The decoder's temporal fine-tune (encoder and spatial decoder frozen) on unlabelled clips."""
+    kernel: int = 3
+    alpha_init: float = 0.5
+    temporal_weight: float = 1.0       # the frame-difference term (`ch06_latents.decoder_loss`)
+    frames: int = 8
+    time_reversal: float = 0.5
+    steps: int = 1600                  # ~0.23 s/step on 2 cores (0.44-0.49 s with one thread): ~6.1 min
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    ema_decay: float = 0.995
+    pool: int = 2000                   # unlabelled clips (plentiful)
+
+    def __post_init__(self):
+        AlignmentConfig(kernel=self.kernel, alpha_init=self.alpha_init)     # checks both
+        if self.frames < 2 or self.temporal_weight < 0:
+            raise ValueError(f"frames must be >= 2 and temporal_weight >= 0, got {self.frames}, {self.temporal_weight}")
+        _unit("time_reversal", self.time_reversal)
+
+
+# ----------------------------------------------------------------------------- the models
+
+def build_vae(recipe: VAERecipe) -> AutoencoderKL:
+    return AutoencoderKL(vae_config(recipe.vae, **recipe.vae_overrides))
+
+
+@torch.no_grad()
+def scale_factor(vae: AutoencoderKL, recipe: VAERecipe, seed: int = 0) -> float:
+    """LDM's latent scale factor: 1 / std of posterior samples of the pool's first `scale_batch` images."""
+    x = from_uint8(image_text_pool(recipe.size, recipe.pool)["x"][:recipe.scale_batch])
+    return latent_scale_factor(vae.eval().encode(x), generator=make_generator(seed))
+
+
+def build_latent_unet(recipe: LatentRecipe, latent_channels: int, text_dim: int) -> UNet2D:
+    """Chapter 02's U-Net (cross-attention to the text tokens, the pooled vector) reading and writing latents."""
+    return UNet2D(unet2d_config(recipe.unet, in_channels=latent_channels, out_channels=latent_channels,
+                                context_dim=text_dim, pooled_dim=text_dim, **recipe.unet_overrides))
+
+
+def build_video_model(recipe: VideoRecipe, image_unet: UNet2D) -> UNet2D:
+    """A copy of the latent image U-Net with alpha-merged temporal layers; only they (and the alphas) require grad."""
+    return align(copy.deepcopy(image_unet), AlignmentConfig(**recipe.alignment))
+
+
+def build_decoder(recipe: DecoderRecipe, vae: AutoencoderKL) -> TemporalDecoder:
+    """A copy of the autoencoder's decoder with alpha-merged temporal layers (equal to it at initialisation)."""
+    return TemporalDecoder(copy.deepcopy(vae), recipe.kernel, recipe.alpha_init)
+
+
+def latent_side(recipe: VAERecipe) -> int:
+    """The side of the autoencoder's latents: size / f."""
+    return recipe.size // vae_config(recipe.vae, **recipe.vae_overrides).downsample_factor
+
+
+# ----------------------------------------------------------------------------- the codec and the latent pools
+
+class LatentCodec(NamedTuple):
+    """A trained image autoencoder and the scale factor of its latents (1 / std of posterior samples)."""
+    vae: AutoencoderKL
+    scale: float
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
+        """x: (B, 3, [T,] H, W) in [-1, 1] -> scaled latents (B, c, [T,] H/f, W/f): scale * z, z ~ q(z | x)
+        (sample=False: the posterior mean)."""
+        q = self.vae.encode(x)
+        return self.scale * (q.sample(generator) if sample else q.mode())
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, decoder=None) -> torch.Tensor:
+        """z: scaled latents (B, c, [T,] h, w) -> pixels (B, 3, [T,] h*f, w*f) (not clamped). decoder: None for the
+        autoencoder's own, frame by frame; or a `TemporalDecoder` (clips only)."""
+        return (self.vae.decode if decoder is None else decoder)(z / self.scale)
+
+
+@torch.no_grad()
+def encode_pool(vae: AutoencoderKL, x_uint8: torch.Tensor, batch: int = 256) -> dict:
+    """The posteriors of a pool of images (N, 3, S, S) or clips (N, 3, T, S, S), uint8, by the frozen encoder:
+    {"mean", "std"}, each (N, c, [T,] S/f, S/f) float32, unscaled."""
+    vae = vae.eval()
+    means, stds = [], []
+    for i in range(0, len(x_uint8), batch):
+        q = vae.encode(from_uint8(x_uint8[i:i + batch]))
+        means.append(q.mean)
+        stds.append(q.std)
+    return {"mean": torch.cat(means), "std": torch.cat(stds)}
+
+
+def posterior_sample(latents: dict, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A fresh sample mean + std * eps of the items idx of `encode_pool`'s output: (len(idx), c, ...)."""
+    mean, std = latents["mean"][idx], latents["std"][idx]
+    return mean + std * torch.randn(mean.shape, generator=g)
+
+
+# ----------------------------------------------------------------------------- the autoencoder
+
+def vae_batch_fn(batch_size: int, x_uint8: torch.Tensor):
+    """batch_fn(step, g) -> {"x": (B, 3, S, S)} random images of the pool, in [-1, 1]."""
+    def batch_fn(step, g):
+        return {"x": from_uint8(x_uint8[torch.randint(0, len(x_uint8), (batch_size,), generator=g)])}
+    return batch_fn
+
+
+def vae_loss_fn(kl_weight: float, recon: str = "mse"):
+    """LDM's autoencoder loss without its perceptual and GAN terms (`vae_loss`): (loss, metrics)."""
+    def loss_fn(net, batch, g):
+        return vae_loss(net, batch["x"], kl_weight, generator=g, recon=recon)
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- latent diffusion (images and clips)
+
+def latent_batch_fn(batch_size: int, data: dict, scale: float, time_reversal: float = 0.0):
+    """batch_fn(step, g) -> {"x": scaled latents (B, c, [T,] h, w), "context", "context_mask", "pooled"}.
+
+    data: {"latents": `encode_pool` output, "text": frozen text features, and for clips "text_reversed": the
+    features of the captions of the clips played backwards}. With `time_reversal` p a clip plays backwards (its
+    latents flipped in time: the encoder works frame by frame) with its caption's direction flipped.
+    """
+    lat, text = data["latents"], data["text"]
+
+    def batch_fn(step, g):
+        idx = torch.randint(0, len(lat["mean"]), (batch_size,), generator=g)
+        z = scale * posterior_sample(lat, idx, g)
+        out = {k: v[idx] for k, v in text.items()}
+        if time_reversal:
+            back = torch.rand(batch_size, generator=g) < time_reversal
+            z = torch.where(back[:, None, None, None, None], z.flip(2), z)
+            out = {k: torch.where(back.view(-1, *[1] * (v.dim() - 1)), data["text_reversed"][k][idx], v)
+                   for k, v in out.items()}
+        return {"x": z, **out}
+    return batch_fn
+
+
+def latent_loss_fn(schedule: Schedule, objective: str, null: dict, p_uncond: float):
+    """Caption dropout (per item, to the null caption's features), then the diffusion loss on the latents."""
+    def loss_fn(net, batch, g):
+        text, dropped = caption_dropout({k: batch[k] for k in null}, null, p_uncond, generator=g)
+        loss = diffusion_loss(net, batch["x"], schedule, objective, generator=g, cond=text)
+        return loss, {"dropped": dropped.float().mean()}
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- the temporal decoder
+
+def decoder_batch_fn(batch_size: int, data: dict, time_reversal: float = 0.5):
+    """batch_fn(step, g) -> {"x": clips (B, 3, T, S, S) in [-1, 1], "z": posterior samples of their latents
+    (B, c, T, S/f, S/f), unscaled}. data: {"x": uint8 clips, "latents": their `encode_pool` output}."""
+    def batch_fn(step, g):
+        idx = torch.randint(0, len(data["x"]), (batch_size,), generator=g)
+        x, z = from_uint8(data["x"][idx]), posterior_sample(data["latents"], idx, g)
+        back = (torch.rand(batch_size, generator=g) < time_reversal)[:, None, None, None, None]
+        return {"x": torch.where(back, x.flip(2), x), "z": torch.where(back, z.flip(2), z)}
+    return batch_fn
+
+
+def decoder_loss(x_hat: torch.Tensor, x: torch.Tensor, temporal_weight: float) -> tuple[torch.Tensor, dict]:
+    """Reconstruction MSE + temporal_weight * MSE of the frame-to-frame differences (see the module docstring).
+
+    x_hat, x: (B, 3, T, H, W). Returns (loss, {"rec", "temporal", "psnr"}).
+    """
+    if x_hat.shape != x.shape or x.dim() != 5 or x.shape[2] < 2:
+        raise ValueError(f"x_hat and x must be clips of one shape (B, 3, T >= 2, H, W), got {tuple(x_hat.shape)} "
+                         f"and {tuple(x.shape)}")
+    rec = (x_hat - x).pow(2).mean()
+    temporal = (x_hat.diff(dim=2) - x.diff(dim=2)).pow(2).mean()
+    with torch.no_grad():
+        p = psnr(x_hat.clamp(-1, 1), x).mean()
+    return rec + temporal_weight * temporal, {"rec": rec.detach(), "temporal": temporal.detach(), "psnr": p}
+
+
+def decoder_loss_fn(temporal_weight: float):
+    def loss_fn(decoder, batch, g):
+        return decoder_loss(decoder(batch["z"]), batch["x"], temporal_weight)
+    return loss_fn
+
+
+__all__ = ["RGB", "VAERecipe", "LatentRecipe", "VideoRecipe", "DecoderRecipe", "build_vae", "scale_factor",
+           "build_latent_unet", "build_video_model", "build_decoder", "latent_side", "LatentCodec", "encode_pool", "posterior_sample", "vae_batch_fn", "vae_loss_fn", "latent_batch_fn",
+           "latent_loss_fn", "decoder_batch_fn", "decoder_loss", "decoder_loss_fn"]
