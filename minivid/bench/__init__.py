@@ -13,6 +13,9 @@ targets are stated at the worst seed.
 `figures` is a flat dict of named numbers (the targets an issue names); `tables` are lists of
 row dicts, printed here and rendered into the chapters by `minivid.results`. The runner adds
 the metadata every recorded figure carries: preset, seed, wall time, machine, versions.
+
+What the chapter benches share lives here: `time_train_step` (a training step, timed), `judged` (the judge's figures
+of a batch), `mean_psnr`, `recorded_minutes` (a checkpoint's recorded training time) and `seed_summary`.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from minivid.eval import psnr
+from minivid.pipelines.common import training_record
 from minivid.results import table_markdown
 from minivid.utils import atomic_write, make_generator
 
@@ -120,6 +125,31 @@ def time_train_step(model, batch_fn, loss_fn, steps: int = 6, lr: float = 1e-4) 
             t0 = time.perf_counter()
         train_step(model, batch_fn, loss_fn, opt, i)
     return (time.perf_counter() - t0) / steps
+
+
+# ----------------------------------------------------------------------------- helpers the chapter benches share
+
+JUDGED = ("color_acc", "shape_acc", "size_acc", "motion_acc", "temporal_consistency", "flicker", "validity")
+
+
+def judged(judge, x: torch.Tensor, labels: dict | None = None, keys=JUDGED) -> dict:
+    """The judge's aggregate figures of a batch, those of `keys` it reports (the accuracies need labels, motion,
+    consistency and flicker need clips), without its per-sample arrays."""
+    s = judge.score(x, labels)
+    return {k: s[k] for k in keys if k in s}
+
+
+def mean_psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean PSNR (dB) over the items of x, clamped to [-1, 1] as a saved image would be, against y; an identical
+    item counts as 99 dB."""
+    return psnr(x.clamp(-1, 1).contiguous(), y.contiguous()).clamp_max(99).mean().item()
+
+
+def recorded_minutes(path) -> float | None:
+    """Training wall minutes recorded beside checkpoint `path` by the run that trained it (None: no record, e.g. a
+    checkpoint trained elsewhere)."""
+    rec = training_record(path)
+    return rec["train_wall_s"] / 60 if rec else None
 
 
 def seed_summary(per_seed: list[dict], names, first_seed: int = 0) -> dict:

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import torch
 
-from minivid.bench import time_train_step
+from minivid.bench import judged, time_train_step
 from minivid.data import DIRECTIONS, sample_batch, time_reversed
 from minivid.diffusion import q_sample, training_target
 from minivid.eval import Judge
@@ -33,12 +33,6 @@ from minivid.pipelines import ch03
 from minivid.pipelines.common import training_record
 from minivid.train import count_params
 from minivid.utils import make_generator
-
-
-def _judge_row(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
-    s = judge.score(x, labels)
-    return {k: s[k] for k in ("color_acc", "shape_acc", "size_acc", "motion_acc", "temporal_consistency",
-                              "flicker", "validity") if k in s}
 
 
 @torch.no_grad()
@@ -140,7 +134,7 @@ def _main(p: ch03.Ch03Preset, seed: int, judge: Judge):
     prompts = heldout_prompts(p.eval_samples, r)
     x = ch03.generate(model, schedule, cond, prompts["captions"], p.guidance, objective=r.objective,
                       steps=p.eval_steps, seed=seed, frames=r.frames, size=r.size)
-    main = _judge_row(judge, x, prompts["labels"])
+    main = judged(judge, x, prompts["labels"])
     figs.update({f"heldout_{k}": v for k, v in main.items()})
     # how much the denoiser listens to the caption's direction: its loss with the direction flipped minus with
     # the clip's own caption (on the flow channels where the recipe has them) - per seed, beside motion_acc
@@ -175,7 +169,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     figures["params_ratio_full_over_factorized"] = full["params"] / fact["params"]
 
     # held-out quality (the real clips of the same prompts, for reference)
-    real = _judge_row(judge, prompts["x"], prompts["labels"])
+    real = judged(judge, prompts["x"], prompts["labels"])
     tables["heldout"] = [{"samples": f"model (joint, {r.steps} steps)", **main},
                          {"samples": "real held-out clips", **real}]
     figures["heldout_frechet"] = judge.frechet(prompts["x"], x)
@@ -209,7 +203,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
             m, sch, c, _ = ch03.train_video(p, seed, progress=True, recipe=rec)
             xa = ch03.generate(m, sch, c, sub["captions"], p.guidance, objective=r.objective, steps=p.eval_steps,
                                seed=seed, frames=r.frames, size=r.size)
-            row = _judge_row(judge, xa, sub["labels"])
+            row = judged(judge, xa, sub["labels"])
         frames_seen = (r.batch_size - (r.image_items if joint else 0), r.image_items if joint else 0)
         rows.append({"training": "joint video + images" if joint else "video only",
                      "steps": steps, "clips/images items per batch": f"{frames_seen[0]}/{frames_seen[1]}", **row})
@@ -223,7 +217,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
         m, sch, c, _ = ch03.train_video(p, seed, progress=True, recipe=rec)
         xm = ch03.generate(m, sch, c, prompts["captions"], p.guidance, objective=r.objective, steps=p.eval_steps,
                            seed=seed, frames=r.frames, size=r.size)
-        row = _judge_row(judge, xm, prompts["labels"])
+        row = judged(judge, xm, prompts["labels"])
         rel_m = direction_reliance(m, sch, c, n=min(p.eval_samples, 128), objective=r.objective,
                                         frames=r.frames, size=r.size, seed=seed)
         tables["motion_ablation"] = [
@@ -245,7 +239,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
                                steps=p.eval_steps, seed=s, frames=r.frames, size=r.size)
             rel_s = direction_reliance(m, sch, c, n=min(p.eval_samples, 128), objective=r.objective,
                                        frames=r.frames, size=r.size, seed=s)
-            rows.append({"schedule_shift": shift, "seed": s, **_judge_row(judge, xs, prompts["labels"]),
+            rows.append({"schedule_shift": shift, "seed": s, **judged(judge, xs, prompts["labels"]),
                          "direction_loss_gap": rel_s["gap"],
                          "flow_direction_loss_gap": rel_s.get("flow_flipped", float("nan")) - rel_s.get("flow_true", 0.0)})
         unshifted = [row for row in rows if row["schedule_shift"] == 1.0]

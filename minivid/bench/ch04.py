@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import torch
 
-from minivid.bench import time_train_step
+from minivid.bench import judged, time_train_step
 from minivid.data import WorldConfig, parse_caption, sample_batch, video_pool
 from minivid.eval import Judge, psnr
 from minivid.pipelines import ch04
@@ -40,11 +40,12 @@ def heldout_prompts(n: int, r: ch04.VideoRecipe, seed: int = 0) -> dict:
                         generator=make_generator(30_000 + seed))
 
 
+KEYS = ("color_acc", "shape_acc", "size_acc", "motion_plausible", "valid_motion_plausible", "motion_acc",
+        "temporal_consistency", "flicker", "validity")     # the judge's figures, with ch04's motion plausibility
+
+
 def _judged(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
-    s = judge.score(x, labels)
-    keys = ("color_acc", "shape_acc", "size_acc", "motion_plausible", "valid_motion_plausible", "motion_acc",
-            "temporal_consistency", "flicker", "validity")
-    return {k: s[k] for k in keys if k in s}
+    return judged(judge, x, labels, KEYS)
 
 
 def _sample(model, schedule, cond, p, prompts, seed, frames=None, **kw):

@@ -21,17 +21,17 @@ import time
 
 import torch
 
+from minivid.bench import JUDGED, judged, mean_psnr, recorded_minutes
 from minivid.data import sample_batch
-from minivid.eval import Judge, psnr
+from minivid.eval import Judge
 from minivid.pipelines import ch03, ch05
 from minivid.pipelines.ch05_sr import stage_world
-from minivid.pipelines.common import pretrained_path, training_record
+from minivid.pipelines.common import pretrained_path
 from minivid.utils import make_generator
 
 HEADLINE = ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "heldout_motion_acc",
             "heldout_temporal_consistency", "heldout_validity", "heldout_flicker", "heldout_flicker_ratio",
             "tsr_train_minutes", "ssr_train_minutes", "train_minutes")
-JUDGED = ("color_acc", "shape_acc", "size_acc", "motion_acc", "temporal_consistency", "flicker", "validity")
 
 
 def heldout_prompts(n: int, p, seed: int = 0) -> dict:
@@ -43,26 +43,16 @@ def heldout_prompts(n: int, p, seed: int = 0) -> dict:
     return {"captions": hi["captions"], "labels": hi["labels"], "x": hi["x"], "x_low": lo["x"]}
 
 
-def _judged(judge: Judge, x: torch.Tensor, labels: dict | None = None) -> dict:
-    s = judge.score(x, labels)
-    return {k: s[k] for k in JUDGED if k in s}
-
-
 def _subset(prompts: dict, n: int) -> dict:
     return {"captions": prompts["captions"][:n], "labels": {k: v[:n] for k, v in prompts["labels"].items()},
             "x": prompts["x"][:n], "x_low": prompts["x_low"][:n]}
-
-
-def _minutes(path) -> float | None:
-    rec = training_record(path)
-    return rec["train_wall_s"] / 60 if rec else None
 
 
 def train_minutes(p, seed: int) -> dict:
     """Recorded training minutes of each stage ({"base", "tsr", "ssr"}; a stage trained elsewhere has none)."""
     paths = {"base": pretrained_path("ch03.video", p.base_preset, seed),
              "tsr": ch05.checkpoint_path("tsr", p, seed), "ssr": ch05.checkpoint_path("ssr", p, seed)}
-    return {k: m for k, path in paths.items() if (m := _minutes(path)) is not None}
+    return {k: m for k, path in paths.items() if (m := recorded_minutes(path)) is not None}
 
 
 def _main(p, seed: int, judge: Judge):
@@ -76,9 +66,9 @@ def _main(p, seed: int, judge: Judge):
                          steps=p.eval_steps)[name]
         secs[name] = (time.perf_counter() - t0) / len(prompts["captions"])
         outs[name] = x
-    final = _judged(judge, outs["ssr"], prompts["labels"])
+    final = judged(judge, outs["ssr"], prompts["labels"])
     figs = {f"heldout_{k}": v for k, v in final.items()}
-    real = _judged(judge, prompts["x"], prompts["labels"])
+    real = judged(judge, prompts["x"], prompts["labels"])
     figs["heldout_flicker_real"] = real["flicker"]
     figs["heldout_flicker_ratio"] = final["flicker"] / max(real["flicker"], 1e-8)
     mins = train_minutes(p, seed)
@@ -94,11 +84,6 @@ def headline(preset: str = "smoke", seed: int = 0) -> dict:
     """One training seed's cascade judged on the held-out prompts: {"heldout_*": ..., "train_minutes": ...}."""
     figs = _main(ch05.get_preset(preset), seed, Judge())[0]
     return {k: v for k, v in figs.items() if k in HEADLINE}
-
-
-def _db(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean PSNR (dB) over clips; identical clips count as 99 dB."""
-    return psnr(x.clamp(-1, 1).contiguous(), y.contiguous()).clamp_max(99).mean().item()
 
 
 def _rows_to_figures(figures: dict, prefix: str, row: dict, keys=("shape_acc", "motion_acc", "temporal_consistency",
@@ -122,11 +107,11 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     figures.update(heads)
     names = {"base": "base (chapter 03)", "tsr": "TSR", "ssr": "SSR (the cascade's output)"}
     tables["stages"] = [{"stage": names[k], "clips": "x".join(map(str, outs[k].shape[2:])),
-                         **_judged(judge, outs[k], prompts["labels"]), "sample s/clip": secs[k]} for k in ch05.STAGES]
+                         **judged(judge, outs[k], prompts["labels"]), "sample s/clip": secs[k]} for k in ch05.STAGES]
     for what, clips in (("real held-out clips, the base's size", prompts["x_low"][:, :, ::2]),
                         ("real held-out clips, the TSR's size", prompts["x_low"]), ("real held-out clips", prompts["x"])):
         tables["stages"].append({"stage": what, "clips": "x".join(map(str, clips.shape[2:])),
-                                 **(real if clips is prompts["x"] else _judged(judge, clips, prompts["labels"]))})
+                                 **(real if clips is prompts["x"] else judged(judge, clips, prompts["labels"]))})
     for k, row in zip(ch05.STAGES, tables["stages"]):
         _rows_to_figures(figures, f"stage_{k}", row, ("shape_acc", "motion_acc", "validity"))
     figures.update({f"sample_s_per_clip_{k}": v for k, v in secs.items()})
@@ -143,7 +128,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     for arm, m, level in (("with augmentation", models, p.aug_level), ("without augmentation", noaug, 0)):
         for inputs, low in (("generated base clips", gen_low), ("real low-res clips", real_low)):
             x = _upsample(p, m, sub, low, seed, level)
-            row = _judged(judge, x, sub["labels"])
+            row = judged(judge, x, sub["labels"])
             if arm == "with augmentation" and inputs.startswith("generated"):
                 swept[level] = row
             rows.append({"upsamplers": arm, "sampling level": level, "fed": inputs, **row})
@@ -154,7 +139,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     rows = []
     for level in p.aug_levels:
         if level not in swept:
-            swept[level] = _judged(judge, _upsample(p, models, sub, gen_low, seed, level), sub["labels"])
+            swept[level] = judged(judge, _upsample(p, models, sub, gen_low, seed, level), sub["labels"])
         rows.append({"aug level": level, **swept[level]})
         _rows_to_figures(figures, f"sweep_level{level}", swept[level], ("shape_acc", "motion_acc", "validity"))
     tables["aug_sweep"] = rows
@@ -171,17 +156,17 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
         up = ch05.run_stage(stage, cond, sub["captions"], real_low, guidance=p.guidance[1], steps=p.eval_steps,
                             seed=seed, aug_level=0, progress=False)
         final = (swept[p.aug_level] if stage is models.tsr else
-                 _judged(judge, _upsample(p, models._replace(tsr=stage), sub, gen_low, seed, p.aug_level), sub["labels"]))
-        rows.append({"in-between frames": f"TSR, {fill}", "PSNR in-between (real clips) dB": _db(up[:, :, odd],
-                                                                                                  target[:, :, odd]),
+                 judged(judge, _upsample(p, models._replace(tsr=stage), sub, gen_low, seed, p.aug_level), sub["labels"]))
+        rows.append({"in-between frames": f"TSR, {fill}",
+                     "PSNR in-between (real clips) dB": mean_psnr(up[:, :, odd], target[:, :, odd]),
                      **{f"final {k}": v for k, v in final.items()}})
         figures[f"tsr_psnr_{fill.split()[0]}"] = rows[-1]["PSNR in-between (real clips) dB"]
     hold = real_low.repeat_interleave(2, dim=2)
     mids = (real_low[:, :, 1:] + real_low[:, :, :-1]) / 2
     blend = torch.stack([real_low, torch.cat([mids, real_low[:, :, -1:]], 2)], 3).flatten(2, 3)
     for what, clips in (("the frame before, repeated", hold), ("linear blending (last frame held)", blend)):
-        rows.append({"in-between frames": what, "PSNR in-between (real clips) dB": _db(clips[:, :, odd],
-                                                                                       target[:, :, odd])})
+        rows.append({"in-between frames": what,
+                     "PSNR in-between (real clips) dB": mean_psnr(clips[:, :, odd], target[:, :, odd])})
     figures["tsr_psnr_hold"], figures["tsr_psnr_linear"] = (r["PSNR in-between (real clips) dB"] for r in rows[2:])
     tables["tsr_fill"] = rows
 
@@ -192,8 +177,8 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     xb = ch03.generate(model, schedule, bcond, prompts["captions"], p.guidance[0], objective=b.objective,
                        steps=p.eval_steps, seed=seed, frames=b.frames, size=b.size)
     base_secs = (time.perf_counter() - t0) / len(prompts["captions"])
-    base_row = _judged(judge, xb, prompts["labels"])
-    base_min = _minutes(ch05.checkpoint_path("baseline", p, seed))
+    base_row = judged(judge, xb, prompts["labels"])
+    base_min = recorded_minutes(ch05.checkpoint_path("baseline", p, seed))
     figures.update({f"baseline_{k}": v for k, v in base_row.items()})
     figures["baseline_flicker_ratio"] = base_row["flicker"] / max(real["flicker"], 1e-8)
     figures["baseline_sample_s_per_clip"] = base_secs
