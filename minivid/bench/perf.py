@@ -6,7 +6,8 @@ and trains nothing new. For each, on its real batches and loss:
 
 * parameters, all and trainable;
 * FLOPs per training step, forward + backward, counted by torch's `FlopCounterMode` (matmuls, convolutions,
-  attention; element-wise ops are not counted);
+  attention; element-wise ops are not counted). The counted step runs attention by its naive matmul path
+  (`minivid.ops.attention.auto_impl`): the counter does not see the CPU SDPA kernel, whose FLOPs it would miss;
 * seconds per step (AdamW over the trainable parameters; median of the timed steps after a warm-up);
 * achieved GFLOP/s and its fraction of this machine's fp32 matmul peak, measured in the same run (a square
   matmul, best of several) - how far a small model's step is from what the cores can do;
@@ -27,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from minivid.bench import train_step
 from minivid.cli.chapters import chapter_names
+from minivid.ops.attention import auto_impl
 from minivid.pipelines.common import TrainingSetup, capture_training
 
 SETTINGS = {"smoke": dict(steps=2, profile_steps=1, matmul=256, top=3),
@@ -75,7 +77,7 @@ def measure(setup: TrainingSetup, steps: int, profile_steps: int, top: int) -> t
         q.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=1e-5)
     train_step(model, setup.batch_fn, setup.loss_fn, opt, 0)          # warm-up (allocations, lazy init)
-    with FlopCounterMode(display=False) as fc:
+    with auto_impl("naive"), FlopCounterMode(display=False) as fc:      # the counter misses the CPU SDPA kernel
         train_step(model, setup.batch_fn, setup.loss_fn, opt, 1)
     flops = fc.get_total_flops()
     times = []

@@ -22,6 +22,8 @@ Conventions shared by all three implementations (tests hold them to the same ans
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -242,6 +244,22 @@ def sdpa_attention(q, k, v, *, bias=None, mask=None, causal=False) -> torch.Tens
     return out.masked_fill(empty, 0.0)
 
 
+_AUTO = ["sdpa"]                       # what impl="auto" runs (`auto_impl` changes it inside a block)
+
+
+@contextlib.contextmanager
+def auto_impl(impl: str):
+    """Inside the block, impl="auto" attention runs `impl` - e.g. "naive" while torch's FlopCounterMode counts a
+    step, since the counter does not see the CPU SDPA kernel (its FLOPs would be missed)."""
+    if impl not in IMPLS or impl == "auto":
+        raise ValueError(f"impl must be one of {tuple(i for i in IMPLS if i != 'auto')}, got {impl!r}")
+    old, _AUTO[0] = _AUTO[0], impl
+    try:
+        yield
+    finally:
+        _AUTO[0] = old
+
+
 def attention(q, k, v, *, bias=None, mask=None, causal=False, impl="auto", block_size=64) -> torch.Tensor:
     """Exact softmax attention.
 
@@ -252,6 +270,8 @@ def attention(q, k, v, *, bias=None, mask=None, causal=False, impl="auto", block
     "sdpa" (torch built-in), "auto" (= "sdpa": it handles every case here and was the fastest
     measured, see chapters/appendix_ops.md). Rows that see no key give output 0.
     """
+    if impl == "auto":
+        impl = _AUTO[0]
     if impl == "naive":
         return naive_attention(q, k, v, bias=bias, mask=mask, causal=causal)
     if impl == "tiled":
@@ -261,5 +281,5 @@ def attention(q, k, v, *, bias=None, mask=None, causal=False, impl="auto", block
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
-__all__ = ["attention", "naive_attention", "tiled_attention", "sdpa_attention", "tiled_attention_forward",
+__all__ = ["attention", "auto_impl", "naive_attention", "tiled_attention", "sdpa_attention", "tiled_attention_forward",
            "TiledAttention", "causal_mask"]
