@@ -91,6 +91,17 @@ def call(ex: str, where: str, fn: Callable, *args, **kwargs):
                                   f"{where}.") from None
 
 
+def guarded(ex: str, where: str, what: str, fn: Callable, *args, hint: str = "", **kwargs):
+    """`call`, with any other error of the learner's code turned into the checker's failure (naming the exercise,
+    the error and `hint`); an unfinished exercise stays a NotImplementedError."""
+    try:
+        return call(ex, where, fn, *args, **kwargs)
+    except NotImplementedError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a learner's bug of any kind becomes feedback
+        raise failed(ex, what, f"raised {type(e).__name__}: {e}", hint) from e
+
+
 def passed(ex: str, what: str) -> bool:
     print(f"Exercise {ex} ({what}): all checks passed.")
     return True
@@ -103,4 +114,4 @@ def failed(ex: str, what: str, problem: str, *hints: str) -> AssertionError:
 
 
 __all__ = ["Mistake", "module_name", "chapter_module", "checker_for", "hints_for", "mistakes_for", "call",
-           "passed", "failed"]
+           "guarded", "passed", "failed"]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from minivid.exercises.base import Mistake, call, failed, passed
+from minivid.exercises.base import Mistake, failed, guarded, passed
 
 _TOL = 1e-10                   # float64 throughout
 _TITLES = {"5.1": "TSR input", "5.2": "noise-conditioning augmentation", "5.3": "SSR input"}
@@ -41,14 +41,9 @@ def _rand(*shape, seed: int, shift: float = 0.0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + shift
 
 
-def _run(ex: str, fn: Callable, *args):
-    """call() that turns any other exception of the learner's code into a failure naming the exercise."""
-    try:
-        return call(ex, _WHERE[ex], fn, *args)
-    except NotImplementedError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a learner's bug of any kind becomes feedback
-        raise failed(ex, _TITLES[ex], f"raised {type(e).__name__}: {e}", _CRASH_HINTS[ex]) from e
+def _run(ex: str, fn, *args, **kwargs):
+    """fn(...) for exercise ex: see `minivid.exercises.base.guarded`."""
+    return guarded(ex, _WHERE[ex], _TITLES[ex], fn, *args, hint=_CRASH_HINTS[ex], **kwargs)
 
 
 def _shape_of(x) -> tuple | str:
