@@ -178,3 +178,25 @@ def test_bad_inputs_raise_clear_errors():
         attention(q, k, v, impl="flash")
     with pytest.raises(ValueError, match="block_size"):
         attention(q, k, v, impl="tiled", block_size=0)
+
+
+def test_auto_impl_makes_attention_countable_and_restores_sdpa():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from minivid.ops.attention import auto_impl
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, generator=g) for _ in range(3))
+
+    def counted():
+        with FlopCounterMode(display=False) as fc:
+            out = attention(q, k, v)
+        return out, fc.get_total_flops()
+    with auto_impl("naive"):
+        out, flops = counted()
+        assert torch.equal(out, naive_attention(q, k, v)), "auto runs the naive path inside the block"
+    assert flops >= 2 * (2 * 3 * 17 * 17 * 8), "q k^T and the weighted sum of v are counted"
+    sdpa, _ = counted()
+    assert_close(sdpa, out, atol=1e-5, rtol=1e-5)          # back to SDPA after the block: the same function
+    with pytest.raises(ValueError, match="impl must be one of"):
+        with auto_impl("auto"):
+            pass
