@@ -31,7 +31,8 @@ from minivid.ops import CausalConv3d, CausalTemporalDownsample, CausalTemporalUp
 
 
 # ----------------------------------------------------------------------------- frame bookkeeping
-def _frame_count_error(T: int, factor: int, name: str = "x") -> ValueError:
+def frame_count_error(T: int, factor: int, name: str = "x") -> ValueError:
+    """The ValueError for a clip of T frames that is not 1 + factor*k, naming the two nearest counts that are."""
     lo = T - (T - 1) % factor                       # T >= 1, so lo >= 1
     return ValueError(f"{name}: got {T} frames; a causal video needs 1 + {factor}k frames: use {lo} or {lo + factor}")
 
@@ -71,7 +72,7 @@ def chunk_spans(T: int, chunk_frames: int, factor: int = 4) -> list[tuple[int, i
     if not isinstance(T, int) or T < 1:
         raise ValueError(f"T must be a positive int, got {T!r}")
     if (T - 1) % factor:
-        raise _frame_count_error(T, factor, "T")
+        raise frame_count_error(T, factor, "T")
     ### BEGIN SOLUTION  # exercise 7.3: which frames go in which chunk (1 + 4a first, then 4b each)
     first = 1 + (T - 1) % chunk_frames
     return [(0, first)] + [(a, a + chunk_frames) for a in range(first, T, chunk_frames)]
@@ -265,7 +266,7 @@ class CausalVideoVAE(nn.Module):
             raise ValueError(f"{name} must have at least one frame")
         f = self.cfg.spatial_factor
         if pixels and (x.shape[2] - 1) % self.cfg.time_factor:
-            raise _frame_count_error(x.shape[2], self.cfg.time_factor, name)
+            raise frame_count_error(x.shape[2], self.cfg.time_factor, name)
         if pixels and (x.shape[3] % f or x.shape[4] % f):
             raise ValueError(f"{name}'s H and W must be multiples of {f}, got {tuple(x.shape[3:])}")
 

@@ -80,12 +80,11 @@ PRESETS = {
     ),
     "full": Ch07Preset(
         name="full",
-        # step times measured with one thread (5 steps after a warm-up, minivid.bench.train_step, process time on a
-        # shared 2-core AMD EPYC), halved for 2 threads: video VAE at 8 clips 1.33 s -> ~0.66 s/step; per-frame VAE
-        # at 64 frames 0.41 s -> ~0.21 s/step. Halving checked on the same machine: ch01's U-Net, 0.183 s/step on one
-        # thread, is recorded at 0.091 on two (chapters/results/perf.json). The baseline gets the same minutes.
+        # step times: the video VAE runs at 0.74 s/step on the idle 2-core AMD EPYC with two threads (1.35 steps/s,
+        # measured over 27 steps of a full run, 2026-12-02; one-thread timings halved had said 0.66), so 720 steps
+        # take ~8.9 min; the per-frame VAE at 64 frames, 0.41 s/step on one thread, ~0.21 on two: the same minutes.
         # Encoding the 2000 captioned clips and their reversals for chapter 08: 0.029 s a clip on one thread, ~1 min.
-        vae=VAERecipe(steps=800),                                                     # ~0.66 s/step: ~8.8 min
+        vae=VAERecipe(steps=720),                                                     # ~0.74 s/step: ~8.9 min
         frame_vae=VAERecipe(kind="frame", model="vae-tiny", overrides=MATCHED, batch_size=64, steps=2500),  # ~8.6 min
     ),
 }

@@ -22,7 +22,7 @@ import torch
 from minivid.data import from_uint8, video_pool
 from minivid.data.world import check_size
 from minivid.models.vae import AutoencoderKL, DiagonalGaussian, VAEConfig, vae_config, vae_loss
-from minivid.models.video_vae import CausalVideoVAE, VideoVAEConfig, _frame_count_error, video_vae_config
+from minivid.models.video_vae import CausalVideoVAE, VideoVAEConfig, frame_count_error, video_vae_config
 
 KINDS = ("video", "frame")
 RECONS = ("mse", "l1")
@@ -65,7 +65,7 @@ class VAERecipe:
         if not isinstance(self.frames, int) or not 1 <= self.frames <= 32:
             raise ValueError(f"frames (clip length) must be an int in 1..32, got {self.frames!r}")
         if self.kind == "video" and (self.frames - 1) % cfg.time_factor:
-            raise _frame_count_error(self.frames, cfg.time_factor, "frames")
+            raise frame_count_error(self.frames, cfg.time_factor, "frames")
 
 
 def model_config(recipe: VAERecipe) -> VideoVAEConfig | VAEConfig:
