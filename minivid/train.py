@@ -333,7 +333,11 @@ def _restore(path: Path, state: TrainState, opt, cfg: TrainConfig) -> None:
         state.model.load_state_dict(ck["model"])
         if state.ema is not None and ck.get("ema") is not None:
             state.ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
+        if ck.get("opt") is not None:
+            opt.load_state_dict(ck["opt"])
+        elif int(ck["step"]) < cfg.steps:          # a released checkpoint (weights only) is finished, never resumed
+            raise CheckpointError(f"checkpoint {path} holds weights only (a release, no optimiser state) and stops at "
+                                  f"step {ck['step']} of {cfg.steps}; it cannot be resumed: {redo}")
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(
             f"checkpoint {path} does not match this model/config ({str(e).splitlines()[0][:200]}); "

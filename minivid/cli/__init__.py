@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="outputs/demo.gif", help="GIF or MP4 to write")
     d.add_argument("--preset", default="full", choices=["smoke", "full"])
     d.add_argument("--seed", type=int_arg, default=0, help="sampling noise (the model is the trained one)")
+    d.add_argument("--train", action="store_true",
+                   help="train the demo's models here instead of using the released weights in weights/")
 
     g = sub.add_parser("generate", help="generate a clip from a prompt with a trained model")
     g.add_argument("prompt")

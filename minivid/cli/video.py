@@ -9,6 +9,7 @@ import torch
 
 from minivid.cli.chapters import UsageError, chapter_cli, chapter_name, demo_chapter
 from minivid.cli.validate import frames_within, output_video, prompt_text
+from minivid.release import forget_installed, stale
 
 DEFAULT_PROMPT = "a big red circle moving to the right"
 
@@ -73,6 +74,12 @@ def demo(args) -> int:
         return _data_demo(args, prompt, out)
     spec = chapter_cli(ch, "generate")
     args.guidance = args.frames = args.stages = None
+    if getattr(args, "train", False):
+        gone = forget_installed()
+        print("minivid demo --train: training the demo's models here, not loading the released weights"
+              + (f" (removed their installed copies: {', '.join(p.name for p in gone)})" if gone else ""))
+    for line in stale():                                  # a released model the recipe no longer matches
+        print(f"minivid demo: {line}")
     print(f"minivid demo: text-to-video with the chapter {ch[2:]} model ({args.preset} preset, sampling seed "
           f"{args.seed})")
     x = _sample(ch, spec, [prompt] * 4, args, steps=50)

@@ -27,6 +27,7 @@ import copy
 import hashlib
 import importlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass, replace
@@ -37,11 +38,14 @@ import torch
 
 from minivid.data import DATA_VERSION
 from minivid.diffusion import Schedule, ddim_sample, make_schedule, mixed_noise
+from minivid.diffusion.flow import flow_sample
 from minivid.train import TrainConfig, TrainState, count_params, train
 from minivid.utils import (
+    REPO_ROOT,
     CheckpointError,
     atomic_write,
     cache_dir,
+    file_lock,
     load_checkpoint,
     make_generator,
     unfinished_checkpoint_error,
@@ -77,9 +81,22 @@ def recipe_key(*parts, seed: int, version: int = 1) -> str:
 
 
 def checkpoint_path(chapter: str, what: str, preset_name: str, seed: int, *parts, version: int = 1) -> Path:
-    """cache_dir("checkpoints") / "<chapter>-<what>-<preset>-seed<seed>-<key>.pt"."""
+    """cache_dir("checkpoints") / "<chapter>-<what>-<preset>-seed<seed>-<key>.pt".
+
+    Where the repository ships that very checkpoint as a release (`RELEASE_DIR`, see `minivid.release`) and the
+    cache has none yet, the release is copied into the cache first: a fresh clone loads it instead of training
+    (unless the environment sets MINIVID_NO_RELEASES, as `demo --train` does).
+    """
     key = recipe_key(*parts, seed=seed, version=version)
-    return cache_dir("checkpoints") / f"{chapter}-{what}-{preset_name}-seed{seed}-{key}.pt"
+    path = cache_dir("checkpoints") / f"{chapter}-{what}-{preset_name}-seed{seed}-{key}.pt"
+    released = RELEASE_DIR / path.name
+    if released.exists() and not path.exists() and not os.environ.get("MINIVID_NO_RELEASES"):
+        with file_lock(path, f"installing the released {path.name}"):
+            if not path.exists():
+                atomic_write(path, lambda f: f.write(released.read_bytes()))
+    return path
+
+RELEASE_DIR = REPO_ROOT / "weights"      # released checkpoints (`minivid.release`), named as the cache names them
 
 
 def schedule_for(recipe) -> Schedule:
@@ -239,6 +256,32 @@ def guided_ddim(model, schedule: Schedule, cond, prompts, item_shape: tuple[int,
     return x if clip is None else x.clamp(-clip, clip)
 
 
+@torch.no_grad()
+def guided_flow(model, cond, prompts, item_shape: tuple[int, ...], *, guidance: float = 1.0, steps: int = 50,
+                method: str = "euler", shift: float = 1.0, seed: int = 0, batch_size: int = 64,
+                progress: bool = True) -> torch.Tensor:
+    """`guided_ddim` for a flow-matching (velocity) model: one sample per prompt, integrated from t = 1 (noise) to
+    t = 0 with Euler or Heun (`minivid.diffusion.flow.flow_sample`) and classifier-free guidance: (B, *item_shape).
+
+    The initial noise depends only on `seed` and the position in the batch, as guided_ddim's, so a flow model and
+    a DDIM model sampled on the same seed start from the same noise. Nothing is clipped.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    g = make_generator(seed)
+    noise = torch.randn((len(prompts), *item_shape), generator=g)
+    outs = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = list(prompts[i:i + batch_size])
+        b = len(chunk)
+        outs.append(flow_sample(model, (b, *item_shape), steps, method, cond=cond(chunk), uncond=cond.null(b),
+                                guidance_scale=guidance, shift=shift, noise=noise[i:i + b], progress=progress,
+                                desc=f"{method}-{steps} w={guidance:g} [{i + b}/{len(prompts)}]"))
+    return torch.cat(outs)
+
+
 # ----------------------------------------------------------------------------- earlier chapters' models by name
 
 class Denoiser(NamedTuple):
@@ -318,4 +361,4 @@ class ChapterCLI:
 
 __all__ = ["pick_preset", "with_steps", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
            "training_record", "TrainingSetup", "capture_training", "load_or_train", "is_finished", "load_weights",
-           "guided_ddim", "provides", "pretrained", "pretrained_path", "ChapterCLI", "Denoiser"]
+           "guided_ddim", "guided_flow", "provides", "pretrained", "pretrained_path", "ChapterCLI", "Denoiser"]
