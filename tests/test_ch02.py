@@ -99,8 +99,13 @@ def test_t2i_smoke_trains_samples_and_guides():
 
 
 def test_bench_smoke_reports_the_targets():
-    rec = run_bench("ch02", "smoke")
+    rec = run_bench("ch02", "smoke", seeds=2)              # seed 1 through `headline`, as `--seeds 2` runs it
     f, t = rec["figures"], rec["tables"]
+    assert [r["seed"] for r in t["seeds"]] == [0, 1] and rec["seeds"] == 2
+    for k in ("heldout_all_acc", "total_train_s", "retrieval_heldout_i2t"):
+        vals = [r[k] for r in t["seeds"]]
+        assert f[f"{k}_min"] == min(vals) and f[f"{k}_max"] == max(vals), k
+    assert t["seeds"][0]["heldout_all_acc"] == f["heldout_all_acc"], "seed 0's row is the main run's figure"
     for k in ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "best_scale", "retrieval_val_i2t",
               "retrieval_heldout_t2i", "retrieval_combos_i2t", "retrieval_clips_heldout_direction_i2t",
               "pooled_cos_left_right", "clip_train_s", "unet_train_s", "unet_steps_per_s"):
