@@ -58,6 +58,7 @@ from minivid.pipelines.common import (
     Denoiser,
     guided_ddim,
     is_finished,
+    lazy_batches,
     load_or_train,
     load_weights,
     pick_preset,
@@ -129,18 +130,6 @@ def train_command(preset) -> str:
     return f"python -m minivid train ch06 --preset {get_preset(preset).name}"
 
 
-def _lazy(make):
-    """A batch_fn that builds its data (rendering and encoding a pool) on its first call: loading a finished
-    checkpoint never pays for it."""
-    fn = None
-
-    def batch_fn(step, g):
-        nonlocal fn
-        fn = fn or make()
-        return fn(step, g)
-    return batch_fn
-
-
 # ----------------------------------------------------------------------------- 1. the image autoencoder
 
 def train_vae(preset="full", seed: int = 0, progress: bool = True, retrain: bool = False):
@@ -149,7 +138,7 @@ def train_vae(preset="full", seed: int = 0, progress: bool = True, retrain: bool
     r = p.vae
     torch.manual_seed(seed)
     state = load_or_train(build_vae(r), vae_loss_fn(r.kl_weight, r.recon),
-                          _lazy(lambda: vae_batch_fn(r.batch_size, image_text_pool(r.size, r.pool)["x"])), r,
+                          lazy_batches(lambda: vae_batch_fn(r.batch_size, image_text_pool(r.size, r.pool)["x"])), r,
                           checkpoint_path("vae", p, seed), seed=seed, progress=progress, retrain=retrain,
                           ckpt_every=250, command=train_command(p), desc=f"ch06 image autoencoder ({p.name})")
     vae = state.sampling_model.eval().requires_grad_(False)
@@ -189,7 +178,8 @@ def train_latent(preset="full", seed: int = 0, progress: bool = True, retrain: b
         return latent_batch_fn(r.batch_size, lat, codec.scale)
     torch.manual_seed(seed)
     model = build_latent_unet(r, codec.vae.cfg.latent_channels, cond.dim)
-    state = load_or_train(model, latent_loss_fn(schedule, r.objective, cond.null_features(), r.p_uncond), _lazy(data),
+    loss_fn = latent_loss_fn(schedule, r.objective, cond.null_features(), r.p_uncond)
+    state = load_or_train(model, loss_fn, lazy_batches(data),
                           r, checkpoint_path("latent", p, seed), seed=seed, progress=progress, retrain=retrain,
                           ckpt_every=250, command=train_command(p), desc=f"ch06 latent text-to-image U-Net ({p.name})")
     net = state.sampling_model.eval().requires_grad_(False)
@@ -227,7 +217,7 @@ def train_video(preset="full", seed: int = 0, progress: bool = True, retrain: bo
     torch.manual_seed(seed)
     model = build_video_model(r, image.model)
     state = load_or_train(model, latent_loss_fn(image.schedule, image.objective, image.cond.null_features(), r.p_uncond),
-                          _lazy(data), r, checkpoint_path("video", p, seed), seed=seed, progress=progress,
+                          lazy_batches(data), r, checkpoint_path("video", p, seed), seed=seed, progress=progress,
                           retrain=retrain, params=alignment_parameters(model), ckpt_every=250,
                           command=train_command(p), desc=f"ch06 temporal alignment layers ({p.name})")
     return image._replace(model=state.sampling_model.eval().requires_grad_(False)), state
@@ -259,7 +249,8 @@ def train_decoder(preset="full", seed: int = 0, progress: bool = True, retrain: 
                                 r.time_reversal)
     torch.manual_seed(seed)
     dec = build_decoder(r, codec.vae)
-    state = load_or_train(dec, decoder_loss_fn(r.temporal_weight), _lazy(data), r, checkpoint_path("decoder", p, seed),
+    state = load_or_train(dec, decoder_loss_fn(r.temporal_weight), lazy_batches(data), r,
+                          checkpoint_path("decoder", p, seed),
                           seed=seed, progress=progress, retrain=retrain, params=alignment_parameters(dec),
                           ckpt_every=250, command=train_command(p), desc=f"ch06 temporal decoder ({p.name})")
     return state.sampling_model.eval().requires_grad_(False), state

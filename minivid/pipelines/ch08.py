@@ -36,6 +36,7 @@ from minivid.pipelines.common import (
     guided_ddim,
     guided_flow,
     is_finished,
+    lazy_batches,
     load_or_train,
     load_weights,
     pick_preset,
@@ -224,13 +225,7 @@ def train_dit(preset="full", seed: int = 0, progress: bool = True, retrain: bool
     p = get_preset(preset)
     r = recipe or p.dit
     cond = pretrained("ch02.conditioner", r.text_preset, seed, progress)
-    data = None
-
-    def batch_fn(step, g):                      # the data is prepared on the first batch: loading never pays for it
-        nonlocal data
-        data = data or batch_fn_for(r, training_data(r, seed, cond))
-        return data(step, g)
-
+    batch_fn = lazy_batches(lambda: batch_fn_for(r, training_data(r, seed, cond)))
     torch.manual_seed(seed)
     cfg = dit_config(r.model, **r.overrides)
     state = load_or_train(build_dit(r, cond.dim), loss_fn_for(r, cond.null_features()), batch_fn, r,

@@ -192,6 +192,18 @@ def load_or_train(model: torch.nn.Module, loss_fn, batch_fn, recipe, path: Path,
     return state
 
 
+def lazy_batches(make: Callable) -> Callable:
+    """A batch_fn that builds its data (`make()` -> the real batch_fn: rendering, encoding a pool) on its first call,
+    so loading a finished checkpoint never pays for it."""
+    fn = None
+
+    def batch_fn(step, g):
+        nonlocal fn
+        fn = fn or make()
+        return fn(step, g)
+    return batch_fn
+
+
 def is_finished(path: Path, steps: int) -> bool:
     """Does `path` hold a readable checkpoint trained for at least `steps` steps?"""
     if not Path(path).exists():
@@ -360,5 +372,6 @@ class ChapterCLI:
 
 
 __all__ = ["pick_preset", "with_steps", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
-           "training_record", "TrainingSetup", "capture_training", "load_or_train", "is_finished", "load_weights",
+           "training_record", "TrainingSetup", "capture_training", "lazy_batches", "load_or_train", "is_finished",
+           "load_weights",
            "guided_ddim", "guided_flow", "provides", "pretrained", "pretrained_path", "ChapterCLI", "Denoiser"]
