@@ -23,7 +23,7 @@ from minivid.models.alignment import (
 )
 from minivid.models.vae import AutoencoderKL, latent_scale_factor, vae_config
 from minivid.pipelines import ch06, common
-from minivid.pipelines.ch06_latents import decoder_loss
+from minivid.pipelines.ch06_latents import decoder_batch_fn, decoder_loss
 from minivid.utils import make_generator
 
 D = 8
@@ -250,6 +250,21 @@ def test_decoder_loss_charges_flicker_not_a_steady_error():
         decoder_loss(x[:, :, :1], x[:, :, :1], 1.0)
 
 
+def test_decoder_batches_noise_each_clip_to_its_own_level_independently_per_frame():
+    n, c, t, h = 6, 4, 5, 3
+    data = {"x": torch.randint(0, 256, (n, 3, t, 4 * h, 4 * h), dtype=torch.uint8),
+            "latents": {"mean": torch.randn(n, c, t, h, h), "std": torch.full((n, c, t, h, h), 0.1)}}
+    clean = decoder_batch_fn(400, data, time_reversal=0.0)(0, make_generator(3))
+    noisy = decoder_batch_fn(400, data, time_reversal=0.0, noise=0.5)(0, make_generator(3))
+    assert torch.equal(clean["x"], noisy["x"])                       # the same clips and posterior draws
+    err = noisy["z"] - clean["z"]                                     # the added noise alone
+    std = err.flatten(1).std(1)                                       # one level per clip, uniform in [0, 0.5]
+    assert std.max() < 0.5 * 1.15 and std.min() < 0.05 and 0.2 < std.mean() < 0.3
+    per_frame = err.transpose(1, 2).flatten(2)                        # (B, T, ...): each frame its own draw
+    corr = torch.nn.functional.cosine_similarity(per_frame[:, 0], per_frame[:, 1], dim=-1)
+    assert corr.abs().mean() < 0.2
+
+
 # ----------------------------------------------------------------------------- recipes, keys, arguments
 
 def test_checkpoint_keys_follow_each_recipe_and_the_upstream_models(monkeypatch):
@@ -283,8 +298,10 @@ def test_bad_arguments_get_clear_errors():
         ch06.VideoRecipe(alignment={"kernel": 2})
     with pytest.raises(ValueError, match="alpha_init must lie strictly between 0 and 1"):
         ch06.DecoderRecipe(alpha_init=1.0)
-    with pytest.raises(ValueError, match="temporal_weight >= 0"):
+    with pytest.raises(ValueError, match="temporal_weight and latent_noise >= 0"):
         ch06.DecoderRecipe(temporal_weight=-1.0)
+    with pytest.raises(ValueError, match="temporal_weight and latent_noise >= 0"):
+        ch06.DecoderRecipe(latent_noise=-0.1)
     with pytest.raises(ValueError, match="time_reversal must lie in"):
         ch06.VideoRecipe(time_reversal=2.0)
     with pytest.raises(ValueError, match="needs temporal_conv, temporal_attn or attn_levels"):

@@ -9,6 +9,7 @@ Rombach et al. 2022, arXiv:2112.10752).
   draw), their 32x32 clips judged: colour, shape, size, motion direction, temporal consistency, validity, flicker -
   decoded by the fine-tuned decoder, and the *same* latents by the per-frame decoder
   (`heldout_flicker_frame_decoder`), beside the real clips' flicker;
+* a guidance sweep (one seed): motion direction and flicker against the guidance scale;
 * the latent scale factor; the learned alpha of every temporal block, in the video U-Net and in the decoder;
 * cost (one seed): latent against pixel-space video diffusion at 32x32 - the temporal-layer training of this chapter
   (8x8 latents) against chapter 05's SSR stage (a 3-D U-Net on the pixels), each step on its own chapter's batches,
@@ -40,8 +41,8 @@ HEADLINE = ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "heldo
             "decoder_train_minutes", "train_minutes")
 TRAININGS = {"vae": "image autoencoder", "latent": "latent text-to-image U-Net", "video": "temporal alignment layers",
              "decoder": "temporal decoder fine-tune"}
-SETTINGS = {"smoke": dict(recon_frames=8, timing_clips=2, step_reps=1),
-            "full": dict(recon_frames=1024, timing_clips=64, step_reps=6)}
+SETTINGS = {"smoke": dict(recon_frames=8, timing_clips=2, step_reps=1, guidance=(1.0,)),
+            "full": dict(recon_frames=1024, timing_clips=64, step_reps=6, guidance=(1.5, 3.0, 4.5, 6.0))}
 ATTRS = ("color", "shape", "size")
 
 
@@ -127,6 +128,19 @@ def alpha_rows(p: ch06.Ch06Preset, seed: int) -> list[dict]:
             for m, net in models.items() for name, a in alphas(net).items()]
 
 
+@torch.no_grad()
+def guidance_rows(p: ch06.Ch06Preset, seed: int, prompts: dict, judge: Judge, scales) -> list[dict]:
+    """The guidance sweep (one seed): the held-out prompts sampled at each scale, the same noise; judged as decoded
+    by the fine-tuned decoder, with the per-frame decoder's flicker of the same latents beside it."""
+    codec, rows = ch06.load_vae(p, seed, progress=False), []
+    for w in scales:
+        x, z = ch06.generate(prompts["captions"], preset=p, seed=seed, model_seed=seed, steps=p.eval_steps,
+                             guidance=w, return_latents=True, progress=False)
+        rows.append({"guidance": w, **judged(judge, x, prompts["labels"]),
+                     "flicker, per-frame decoder": judged(judge, codec.decode(z).clamp(-1, 1))["flicker"]})
+    return rows
+
+
 def _captured(train, desc: str):
     """The training setup `train()` asks for whose label starts with `desc` (under `capture_training`: nothing
     trains; a finished checkpoint is loaded as usual)."""
@@ -193,6 +207,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     figures, tables, prompts, x = _main(p, seed, judge, cfg["recon_frames"])
     figures["heldout_frechet"] = judge.frechet(prompts["x"], x)
 
+    tables["guidance"] = guidance_rows(p, seed, prompts, judge, cfg["guidance"])
     tables["alphas"] = rows = alpha_rows(p, seed)
     for tag, model in (("video", "latent video U-Net"), ("decoder", "temporal decoder")):
         a = [r["alpha"] for r in rows if r["model"] == model]
@@ -204,4 +219,5 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     return {"figures": figures, "tables": tables}
 
 
-__all__ = ["HEADLINE", "trainings", "attributes", "reconstructions", "headline", "alpha_rows", "cost", "run"]
+__all__ = ["HEADLINE", "trainings", "attributes", "reconstructions", "headline", "guidance_rows", "alpha_rows", "cost",
+           "run"]
