@@ -339,7 +339,7 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
     frames: None or the clip length the last stage makes (16; 8 when only the base runs).
     """
     p = get_preset(preset)
-    stages = cli_check(preset=p.name, stages=stages, frames=frames)
+    stages = cli_check(preset=p, stages=stages, frames=frames)
     return cascade(list(prompts), preset=p, stages=stages, seed=seed, steps=steps, guidance=guidance)[stages[-1]]
 
 

@@ -19,7 +19,7 @@ arXiv:2403.03206) on chapter 07's causal-VAE latents, text read through the froz
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -304,7 +304,9 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
 
 
 CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(1, 32), demo_rank=0,
-                 summary="a diffusion transformer on spacetime patches of chapter 07's latents, flow matching")
+                 summary="a diffusion transformer on spacetime patches of chapter 07's latents, flow matching",
+                 variants={"pixel": lambda p: replace(p, name=f"{p.name}-pixel", dit=replace(
+                     p.dit, space="pixel", overrides={**p.dit.overrides, "patch": (1, 4, 4)}, steps=p.pixel_steps))})
 
 __all__ = ["MODEL_VERSION", "SPACES", "OBJECTIVES", "DiTRecipe", "Ch08Preset", "PRESETS", "get_preset",
            "checkpoint_path", "train_command", "item_shape", "training_data", "batch_fn_for",

@@ -335,16 +335,38 @@ def _provider(name: str) -> Provider:
     return _PROVIDERS[name]
 
 
+_LOOKUPS: list[set] = []
+
+
+@contextlib.contextmanager
+def record_lookups():
+    """Record which earlier chapters' models the code inside asks for by name (`pretrained`, `pretrained_path`):
+    yields a set of "name (preset)", e.g. "ch02.text_encoder (full)" - what a model reuses."""
+    asked: set = set()
+    _LOOKUPS.append(asked)
+    try:
+        yield asked
+    finally:
+        _LOOKUPS.remove(asked)
+
+
+def _noted(name: str, preset) -> None:
+    for asked in _LOOKUPS:
+        asked.add(f"{name} ({getattr(preset, 'name', preset)})")
+
+
 def pretrained(name: str, preset="full", seed: int = 0, progress: bool = True):
     """An earlier chapter's trained model by name, e.g. `pretrained("ch02.text_encoder", "full")`.
 
     Loads it from the cache, training it first (with a progress bar) when absent.
     """
+    _noted(name, preset)
     return _provider(name).load(preset, seed=seed, progress=progress)
 
 
 def pretrained_path(name: str, preset="full", seed: int = 0) -> Path:
     """Where `pretrained(name, preset, seed)` is cached: later chapters put its name into their own keys."""
+    _noted(name, preset)
     p = _provider(name)
     if p.path is None:
         raise KeyError(f"{name!r} has no checkpoint path")
@@ -361,7 +383,9 @@ class ChapterCLI:
     **options) -> clips (B, 3, T, H, W) in [-1, 1], where `seed` picks the sampling noise only (the model is
     the preset's trained one). check(preset=, frames=, **options): raises ValueError on options the chapter
     cannot honour, before any work (e.g. ch05's stages). frames: the (min, max) clip lengths generate
-    supports. demo_rank: the demo runs the chapter with the highest rank (0 = never).
+    supports. demo_rank: the demo runs the chapter with the highest rank (0 = never). variants: {name: preset ->
+    preset}, other models of the chapter that train and generate through the same train/generate and are ranked
+    on their own by the course leaderboard (`minivid.bench.leaderboard`), e.g. chapter 08's pixel-space DiT.
     """
     train: Callable
     generate: Callable | None = None
@@ -369,9 +393,10 @@ class ChapterCLI:
     frames: tuple[int, int] = (1, 32)
     demo_rank: int = 0
     summary: str = ""
+    variants: dict[str, Callable] | None = None
 
 
 __all__ = ["pick_preset", "with_steps", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
-           "training_record", "TrainingSetup", "capture_training", "lazy_batches", "load_or_train", "is_finished",
+           "training_record", "TrainingSetup", "capture_training", "record_lookups", "lazy_batches", "load_or_train", "is_finished",
            "load_weights",
            "guided_ddim", "guided_flow", "provides", "pretrained", "pretrained_path", "ChapterCLI", "Denoiser"]
