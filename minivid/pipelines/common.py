@@ -335,15 +335,14 @@ def _provider(name: str) -> Provider:
     return _PROVIDERS[name]
 
 
-_LOOKUPS: list[set] = []
+_LOOKUPS: list[set] = []                 # the open `record_lookups` blocks' sets
 
 
 @contextlib.contextmanager
 def record_lookups():
     """Record which earlier chapters' models the code inside asks for by name (`pretrained`, `pretrained_path`):
     yields a set of "name (preset)", e.g. "ch02.text_encoder (full)" - what a model reuses."""
-    asked: set = set()
-    _LOOKUPS.append(asked)
+    _LOOKUPS.append(asked := set())
     try:
         yield asked
     finally:
@@ -397,6 +396,6 @@ class ChapterCLI:
 
 
 __all__ = ["pick_preset", "with_steps", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
-           "training_record", "TrainingSetup", "capture_training", "record_lookups", "lazy_batches", "load_or_train", "is_finished",
-           "load_weights",
-           "guided_ddim", "guided_flow", "provides", "pretrained", "pretrained_path", "ChapterCLI", "Denoiser"]
+           "training_record", "TrainingSetup", "capture_training", "record_lookups", "lazy_batches", "load_or_train",
+           "is_finished", "load_weights", "guided_ddim", "guided_flow", "provides", "pretrained", "pretrained_path",
+           "ChapterCLI", "Denoiser"]
