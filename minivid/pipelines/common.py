@@ -340,8 +340,7 @@ _LOOKUPS: list[set] = []                 # the open `record_lookups` blocks' set
 
 @contextlib.contextmanager
 def record_lookups():
-    """Record which earlier chapters' models the code inside asks for by name (`pretrained`, `pretrained_path`):
-    yields a set of "name (preset)", e.g. "ch02.text_encoder (full)" - what a model reuses."""
+    """Yield a set of the earlier chapters' models asked for by name inside: {"ch02.text_encoder (full)", ...}."""
     _LOOKUPS.append(asked := set())
     try:
         yield asked
