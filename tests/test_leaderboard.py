@@ -50,7 +50,7 @@ def test_entries_follow_the_cli_specs_not_a_list(monkeypatch):
 
 def test_scale_steps_scales_every_recipe_and_nothing_else():
     p = ch06.get_preset("full")
-    assert lb.recipe_fields(p) == ch06.STAGES
+    assert common.recipe_fields(p) == ch06.STAGES
     s = lb.scale_steps(p, 0.0371, "full-x")
     for k in ch06.STAGES:
         old, new = getattr(p, k), getattr(s, k)
@@ -98,7 +98,7 @@ def test_budget_factor_is_one_factor_for_every_training():
     assert lb.budget_factor(steps, step_s, 35.0) == pytest.approx(0.5)
     assert lb.budget_factor(steps, step_s, 700.0) == pytest.approx(10.0)
     p = _P("full", _R(100), _R(300))
-    assert lb.recipe_fields(p) == ("a", "b")
+    assert common.recipe_fields(p) == ("a", "b")
     s = lb.scale_steps(p, lb.budget_factor(steps, step_s, 7.0), "full-7s")
     assert (s.a.steps, s.b.steps, s.base_preset) == (10, 30, "full")
     s = lb.scale_steps(p, lb.budget_factor(steps, step_s, 0.07), "full-tiny")

@@ -2,6 +2,7 @@
 never reuse a stale model, earlier chapters' models by name, sampling seeds that never train, and bad
 arguments refused before any work starts."""
 import warnings
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -30,6 +31,37 @@ def test_a_stale_data_version_never_loads_the_old_checkpoint(monkeypatch):
     monkeypatch.setattr(common, "DATA_VERSION", common.DATA_VERSION + 1)
     assert ch02.checkpoint_path("clip", "smoke") != old
     assert ch03.checkpoint_path("smoke") != old_video, "downstream keys follow the upstream model's key too"
+
+
+def test_preset_variants_train_apart_and_change_only_their_steps():
+    p = ch03.get_preset("full")
+    assert common.recipe_fields(p) == ("video",), "the recipes are the fields holding a dataclass with steps"
+    q = common.with_steps(p, "video", 7)
+    assert (q.name, q.video.steps) == ("full-steps7", 7) and q.video == replace(p.video, steps=7)
+    assert common.with_steps(p, "video", None) is p
+    assert ch03.checkpoint_path(q) != ch03.checkpoint_path(p), "a variant never shares the preset's checkpoints"
+    two = common.with_recipe_steps(_Two("full", _Steps(5), _Steps(9)), "x", {"b": 2})
+    assert (two.name, two.a.steps, two.b.steps) == ("x", 5, 2)
+    assert common.with_steps(_Two("full", _Steps(5), _Steps(9)), ("a", "b"), 3) == _Two("full-steps3", _Steps(3),
+                                                                                      _Steps(3))
+    for bad, msg in [(lambda: common.with_steps(p, "video", 0), "--steps must be >= 1"),
+                     (lambda: common.with_recipe_steps(p, "full", {"video": 2}), "must differ"),
+                     (lambda: common.with_recipe_steps(p, "y", {"text": 2}), "not recipes of this preset"),
+                     (lambda: common.with_recipe_steps(p, "y", {"video": 1.5}), "ints >= 1")]:
+        with pytest.raises(ValueError, match=msg):
+            bad()
+
+
+@dataclass(frozen=True)
+class _Steps:
+    steps: int
+
+
+@dataclass(frozen=True)
+class _Two:
+    name: str
+    a: _Steps
+    b: _Steps
 
 
 def test_pretrained_by_name_and_unknown_names():

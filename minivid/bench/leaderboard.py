@@ -35,7 +35,7 @@ import importlib
 import re
 import sys
 import time
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,7 +48,7 @@ from minivid.bench.perf import measure
 from minivid.cli.chapters import video_chapters
 from minivid.eval import Judge
 from minivid.pipelines import common
-from minivid.pipelines.common import ChapterCLI, TrainingSetup, capture_training
+from minivid.pipelines.common import ChapterCLI, TrainingSetup, capture_training, recipe_fields, with_recipe_steps
 from minivid.results import RESULTS_DIR, load_record, training_seconds
 from minivid.utils import REPO_ROOT, cache_dir
 
@@ -84,24 +84,6 @@ def entries(preset: str = "full") -> list[Entry]:
 
 
 # ----------------------------------------------------------------------------- the budget
-
-def recipe_fields(preset) -> tuple[str, ...]:
-    """The names of a preset's training recipes: its fields that hold a dataclass with a `steps` count."""
-    return tuple(f.name for f in fields(preset) if is_dataclass(v := getattr(preset, f.name))
-                 and not isinstance(v, type) and hasattr(v, "steps"))
-
-
-def with_recipe_steps(preset, name: str, steps: dict[str, int]):
-    """The preset renamed `name` (its checkpoints then are its own) with recipe k trained for steps[k] steps."""
-    if name == preset.name:
-        raise ValueError(f"name must differ from the preset's own {name!r}, or the two would share checkpoints")
-    unknown = sorted(set(steps) - set(recipe_fields(preset)))
-    if unknown:
-        raise ValueError(f"steps names {unknown}, which are not recipes of this preset: {recipe_fields(preset)}")
-    if any(not isinstance(n, int) or n < 1 for n in steps.values()):
-        raise ValueError(f"steps must be ints >= 1, got {steps}")
-    return replace(preset, name=name, **{k: replace(getattr(preset, k), steps=n) for k, n in steps.items()})
-
 
 def scale_steps(preset, factor: float, name: str, only=None):
     """The preset renamed `name` with every recipe's steps (those in `only`; default all of `recipe_fields`) times
@@ -293,7 +275,7 @@ def main(argv=None) -> Path:
     return out
 
 
-__all__ = ["SETTINGS", "Entry", "entries", "recipe_fields", "with_recipe_steps", "scale_steps", "budget_factor",
+__all__ = ["SETTINGS", "Entry", "entries", "scale_steps", "budget_factor",
            "own_trainings", "captured", "plan", "recorded_trainings", "judge_entry", "board_row",
            "run", "full_recipe_point", "plot", "main"]
 

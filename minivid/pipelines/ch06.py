@@ -23,7 +23,7 @@ for 3, the plentiful unlabelled clips for 4 - a decoder needs no caption.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,6 +66,7 @@ from minivid.pipelines.common import (
     pretrained_path,
     provides,
     schedule_for,
+    with_steps,
 )
 
 MODEL_VERSION = 1          # bump when an architecture or loss of this chapter changes (stale caches retrain)
@@ -321,12 +322,7 @@ def generate_images(prompts, *, preset="full", seed: int = 0, steps: int = 50, g
 
 def with_all_steps(preset, steps: int | None) -> Ch06Preset:
     """The preset with every one of its four trainings run for `steps` steps (named so its caches are its own)."""
-    p = get_preset(preset)
-    if steps is None:
-        return p
-    if steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
-    return replace(p, name=f"{p.name}-steps{steps}", **{k: replace(getattr(p, k), steps=steps) for k in STAGES})
+    return with_steps(get_preset(preset), STAGES, steps)
 
 
 def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> Path:

@@ -14,7 +14,9 @@ loss, model) and leans on this file for the rest:
     tok, enc = pretrained("ch02.text_encoder", "full")               # in any later chapter
 
 A recipe is any frozen dataclass with the diffusion fields `T`, `schedule`, `objective` (where it trains a
-denoiser) and the optimisation fields `steps`, `batch_size`, `lr`, `warmup_steps`, `ema_decay`.
+denoiser) and the optimisation fields `steps`, `batch_size`, `lr`, `warmup_steps`, `ema_decay`. A preset holds a
+chapter's recipes; presets by name and their variants (`--steps`, the leaderboard's budgets) live in
+`minivid.pipelines.presets`, re-exported here.
 
 A cached checkpoint's key hashes everything that changes the model: the recipe(s), the seed, the upstream
 models' keys, the data version (`minivid.data.DATA_VERSION`) and the chapter's `MODEL_VERSION`, which a
@@ -30,7 +32,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, is_dataclass, replace
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,6 +41,7 @@ import torch
 from minivid.data import DATA_VERSION
 from minivid.diffusion import Schedule, ddim_sample, make_schedule, mixed_noise
 from minivid.diffusion.flow import flow_sample
+from minivid.pipelines.presets import pick_preset, recipe_fields, with_recipe_steps, with_steps
 from minivid.train import TrainConfig, TrainState, count_params, train
 from minivid.utils import (
     REPO_ROOT,
@@ -50,25 +53,6 @@ from minivid.utils import (
     make_generator,
     unfinished_checkpoint_error,
 )
-
-
-def pick_preset(name, presets: dict, chapter: str):
-    """A chapter's preset by name (a preset object passes through); a clear error for unknown names."""
-    if not isinstance(name, str):
-        return name
-    if name not in presets:
-        raise ValueError(f"unknown {chapter} preset {name!r}; choose one of {sorted(presets)}")
-    return presets[name]
-
-
-def with_steps(preset, field_name: str, steps: int | None):
-    """The preset with its `field_name` recipe trained for `steps` steps (named so its cache is its own)."""
-    if steps is None:
-        return preset
-    if steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
-    return replace(preset, name=f"{preset.name}-steps{steps}",
-                   **{field_name: replace(getattr(preset, field_name), steps=steps)})
 
 
 # ----------------------------------------------------------------------------- keys and paths
@@ -106,12 +90,13 @@ def schedule_for(recipe) -> Schedule:
 
 def train_config(recipe, *, seed: int, path: Path | None, desc: str, progress: bool = True,
                  ckpt_every: int = 500, command: str | None = None) -> TrainConfig:
-    """The TrainConfig of a recipe (steps, batch, lr, warm-up, EMA), checkpointing to `path`.
+    """The TrainConfig of a recipe (steps, batch, lr, warm-up, its `lr_decay` if it has one, EMA), checkpointing to `path`.
 
     command: the shell command that runs this training, named in error messages.
     """
     return TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, ema_decay=recipe.ema_decay,
-                       warmup_steps=getattr(recipe, "warmup_steps", 0), seed=seed,
+                       warmup_steps=getattr(recipe, "warmup_steps", 0), lr_decay=getattr(recipe, "lr_decay", "constant"),
+                       seed=seed,
                        ckpt_path=None if path is None else str(path), ckpt_every=ckpt_every, device="cpu",
                        progress=progress, desc=desc, command=command)
 
@@ -394,7 +379,7 @@ class ChapterCLI:
     variants: dict[str, Callable] | None = None
 
 
-__all__ = ["pick_preset", "with_steps", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
+__all__ = ["pick_preset", "with_steps", "with_recipe_steps", "recipe_fields", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
            "training_record", "TrainingSetup", "capture_training", "record_lookups", "lazy_batches", "load_or_train",
            "is_finished", "load_weights", "guided_ddim", "guided_flow", "provides", "pretrained", "pretrained_path",
            "ChapterCLI", "Denoiser"]
