@@ -51,7 +51,10 @@ from minivid.utils import (
 
 # The TrainConfig fields that change what a step computes: a resume must match them. Not `steps`
 # (a finished run may be continued), nor progress/desc/ckpt_every/log_every/device/command.
-RESULT_FIELDS = ("lr", "betas", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "seed", "batch_size")
+# A cosine decay depends on `steps` too: continuing a finished cosine run would restart its schedule mid-way.
+RESULT_FIELDS = ("lr", "betas", "weight_decay", "warmup_steps", "lr_decay", "grad_clip", "ema_decay", "seed",
+                 "batch_size")
+LR_DECAYS = ("constant", "cosine")
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,6 +69,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
+    lr_decay: str = "constant"         # after warm-up: "constant" | "cosine" (half a cosine down to 0 at `steps`)
     grad_clip: float | None = 1.0      # max global grad norm; None = no clipping
     ema_decay: float | None = 0.999    # None = no EMA copy
     seed: int = 0
@@ -84,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: need steps >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"TrainConfig.ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"TrainConfig.lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
 
@@ -123,9 +129,13 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then constant."""
+    """Linear warm-up to cfg.lr, then constant, or (lr_decay="cosine") half a cosine from cfg.lr at the end of the
+    warm-up to 0 at step cfg.steps (Loshchilov & Hutter 2016, arXiv:1608.03983, eq. 5, one cycle, eta_min = 0)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_decay == "cosine":
+        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
     return cfg.lr
 
 

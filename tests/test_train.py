@@ -1,5 +1,6 @@
 """The training loop: exact resume after a hard kill, the NaN/inf guard, checkpoints that are never
 non-finite, corrupt, clobbered or of another recipe, file locks and permissions. DDP: tests/test_ddp.py."""
+import math
 import os
 import stat
 import subprocess
@@ -278,6 +279,12 @@ def test_missing_checkpoint_error_says_how_to_retrain(tmp_path):
 def test_schedules_of_lr_and_ema():
     cfg = TrainConfig(lr=1e-3, warmup_steps=4)
     assert [lr_at(s, cfg) for s in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    cos = TrainConfig(lr=1e-3, warmup_steps=2, steps=10, lr_decay="cosine")
+    want = [5e-4, 1e-3] + [1e-3 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(2, 11)]
+    assert [lr_at(s, cos) for s in range(11)] == pytest.approx(want)
+    assert lr_at(6, cos) == pytest.approx(5e-4) and lr_at(10, cos) == pytest.approx(0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_decay"):
+        TrainConfig(lr_decay="linear")
     assert ema_decay_at(0, 0.999) == pytest.approx(0.1) and ema_decay_at(10**6, 0.999) == 0.999
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.5)
