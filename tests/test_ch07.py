@@ -169,6 +169,26 @@ def test_cli_trains_the_vae_and_its_latents_and_capture_trains_nothing(tmp_path,
 
 # ----------------------------------------------------------------------------- clear errors
 
+def test_video_vae_trains_on_random_windows_of_the_clips():
+    clips = _clips(5)
+    r = ch07.VAERecipe(pool=5, batch_size=6, time_reversal=0.0, train_frames=9)
+    b = ch07.batch_fn_for(r, clips)(0, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)                       # the oracle: the same draws, by hand
+    idx = torch.randint(0, 5, (6,), generator=g)
+    start = torch.randint(0, 17 - 9 + 1, (6,), generator=g)
+    assert b.shape == (6, 3, 9, 32, 32)
+    for i in range(6):
+        assert torch.equal(b[i], from_uint8(clips[idx[i], :, start[i]:start[i] + 9])), "9 consecutive frames"
+    assert len(set(start.tolist())) > 1, "windows start anywhere in the clip"
+    assert ch07.latent_shape(r) == (4, 5, 8, 8), "the model is still built for, and judged on, 17-frame clips"
+    with pytest.raises(ValueError, match="train_frames: got 8 frames.*use 5 or 9"):
+        ch07.VAERecipe(train_frames=8)
+    with pytest.raises(ValueError, match="train_frames .* must be an int in 1..frames=17"):
+        ch07.VAERecipe(train_frames=21)
+    with pytest.raises(ValueError, match="train_frames .*'frame'"):
+        ch07.VAERecipe(kind="frame", model="vae-tiny", train_frames=9)
+
+
 def test_bad_inputs_get_clear_errors(smoke_vae):
     vae = smoke_vae[0]
     with pytest.raises(ValueError, match="got 16 frames; a causal video needs 1 \\+ 4k frames: use 13 or 17"):

@@ -35,6 +35,7 @@ class VAERecipe:
     model: str = "video-vae-tiny"     # a preset of video_vae_config ("video") or vae_config ("frame")
     overrides: dict = field(default_factory=dict)     # config fields changed from the preset's
     frames: int = 17                  # clip length: 1 + 4k for the video VAE (17 -> 5 latent frames)
+    train_frames: int | None = None   # "video": train on random windows of this many frames (1 + 4k) of the clips
     size: int = 32
     pool: int = 2000                  # unlabelled training clips (`video_pool`: an autoencoder reads no caption)
     kl_weight: float = 1e-6           # LDM's KL-f4 weight (`vae_loss`)
@@ -66,6 +67,12 @@ class VAERecipe:
             raise ValueError(f"frames (clip length) must be an int in 1..32, got {self.frames!r}")
         if self.kind == "video" and (self.frames - 1) % cfg.time_factor:
             raise frame_count_error(self.frames, cfg.time_factor, "frames")
+        if self.train_frames is not None:
+            if self.kind != "video" or not isinstance(self.train_frames, int) or not 1 <= self.train_frames <= self.frames:
+                raise ValueError(f"train_frames (the video VAE's training windows) must be an int in 1..frames="
+                                 f"{self.frames}, or None for whole clips; got {self.train_frames!r} ({self.kind!r})")
+            if (self.train_frames - 1) % cfg.time_factor:
+                raise frame_count_error(self.train_frames, cfg.time_factor, "train_frames")
 
 
 def model_config(recipe: VAERecipe) -> VideoVAEConfig | VAEConfig:
@@ -103,12 +110,16 @@ def training_clips(recipe: VAERecipe) -> torch.Tensor:
 
 
 def batch_fn_for(recipe: VAERecipe, clips: torch.Tensor):
-    """batch_fn(step, g) -> "video": (B, 3, T, S, S) clips (time-reversed with chance `time_reversal`);
-    "frame": (B, 3, S, S) frames, each from a random clip at a random time. In [-1, 1]; clips: uint8."""
+    """batch_fn(step, g) -> "video": (B, 3, T, S, S) clips (T = train_frames: a random window of each; else whole),
+    time-reversed with chance `time_reversal`; "frame": (B, 3, S, S) frames, each from a random clip at a random
+    time. In [-1, 1]; clips: uint8."""
     B = recipe.batch_size
 
     def clip_batch(step, g):
         x = from_uint8(clips[torch.randint(0, len(clips), (B,), generator=g)])
+        if recipe.train_frames is not None:               # one random window of train_frames frames per clip
+            start = torch.randint(0, x.shape[2] - recipe.train_frames + 1, (B,), generator=g)
+            x = torch.stack([c[:, a:a + recipe.train_frames] for c, a in zip(x, start.tolist())])
         back = torch.rand(B, generator=g) < recipe.time_reversal
         return torch.where(back[:, None, None, None, None], x.flip(2), x)
 
