@@ -3,6 +3,7 @@ name is recorded and in range, the tables hold the expected rows, and `headline`
 import warnings
 
 import pytest
+import torch
 
 from minivid.bench import ch06 as bench06
 from minivid.bench import ch07 as bench07
@@ -82,6 +83,10 @@ def test_bench_ch07_smoke_reports_what_the_issue_names():
     assert [r["latents (c x n x h x w)"] for r in rows[:2]] == ["4x5x8x8", "5x17x4x4"]
     assert rows[2]["color_acc"] == 1.0 and rows[2]["flicker"] == f["real_flicker"]
 
+    combos = t["shape_by_combination"]
+    assert sum(r["clips"] for r in combos) == bench07.SETTINGS["smoke"]["clips"]
+    assert all(set(r) == {"combination", "clips", "recon shape_acc", "frame_vae_recon shape_acc"} for r in combos)
+
     dec = t["decoding"]
     frames = bench07.SETTINGS["smoke"]["decode_frames"]
     assert [(r["frames"], r["decoding"].split()[0]) for r in dec] == [(T, m) for T in frames for m in ("whole", "chunks")]
@@ -93,3 +98,13 @@ def test_bench_ch07_smoke_reports_what_the_issue_names():
     heads = bench07.headline("smoke", 0)
     assert set(heads) == set(bench07.HEADLINE) and heads["recon_psnr"] == f["recon_psnr"]
     assert p.vae.frames == 17
+
+
+def test_shape_accuracy_by_combination_counts_each_combination_apart():
+    labels = {"color": torch.tensor([3, 3, 0, 3]), "shape": torch.tensor([1, 1, 1, 1]), "size": torch.tensor([0, 0, 1, 1])}
+    ok = {"a": torch.tensor([True, False, True, True]), "b": torch.tensor([False, False, False, True])}
+    rows = bench07.by_combination(labels, ok)
+    assert rows == [{"combination": "red big square", "clips": 1, "a shape_acc": 1.0, "b shape_acc": 0.0},
+                    {"combination": "cyan small square", "clips": 2, "a shape_acc": 0.5, "b shape_acc": 0.0},
+                    {"combination": "cyan big square", "clips": 1, "a shape_acc": 1.0, "b shape_acc": 1.0}]
+

@@ -7,6 +7,7 @@ per-frame image VAE given the same latent budget per clip.
   32x32 clips (held-out attribute combinations), each one's reconstructions (posterior mean, whole clips): PSNR,
   flicker beside the real clips', and the judge's colour, shape, size and motion direction on them; the numbers each
   keeps of a clip (`latent_values`);
+* which clips fail (seed 0): each autoencoder's shape accuracy per held-out (colour, shape, size) combination;
 * chunked == whole: the largest difference between chunked and whole reconstructions of the held-out clips;
 * decoding long clips (one seed): time and peak memory of the causal VAE's decoder on 17, 65 and 257 frames
   (5, 17, 65 latent frames), whole against chunk by chunk with the conv cache (8 frames, 2 latent frames, a chunk:
@@ -24,6 +25,7 @@ import torch
 from minivid.bench import judged, mean_psnr, recorded_minutes
 from minivid.bench.ch03 import heldout_prompts
 from minivid.bench.ops import MiB, peak_extra_bytes, time_side_by_side
+from minivid.data.world import COLORS, SHAPES, SIZES
 from minivid.eval import Judge
 from minivid.models.video_vae import latent_frames
 from minivid.pipelines import ch07
@@ -39,18 +41,31 @@ NAMES = {"vae": "causal video VAE (CogVideoX)", "frame_vae": "per-frame VAE (cha
 PREFIX = {"vae": "recon", "frame_vae": "frame_vae_recon"}
 
 
+def by_combination(labels: dict, correct: dict[str, torch.Tensor]) -> list[dict]:
+    """One row per (colour, shape, size) combination among the clips: how many, and for each autoencoder (correct:
+    {name: (N,) bool, the judge read the shape right}) the fraction of its reconstructions whose shape is right."""
+    combos = torch.stack([torch.as_tensor(labels[k]) for k in ("color", "shape", "size")], dim=1)   # (N, 3)
+    rows = []
+    for c, s, z in combos.unique(dim=0).tolist():
+        sel = (combos == torch.tensor([c, s, z])).all(dim=1)
+        rows.append({"combination": f"{COLORS[c]} {SIZES[z]} {SHAPES[s]}", "clips": int(sel.sum()),
+                     **{f"{name} shape_acc": ok[sel].float().mean().item() for name, ok in correct.items()}})
+    return rows
+
+
 def _main(p: ch07.Ch07Preset, seed: int, judge: Judge, n: int):
     """Train (or load) one seed's two autoencoders, reconstruct the held-out clips (the same for every seed), judge:
-    (figures, reconstruction rows, the video VAE, the clips)."""
+    (figures, reconstruction rows, shape accuracy by combination, the video VAE, the clips)."""
     models = {"vae": ch07.load_vae(p, seed), "frame_vae": ch07.train_frame_vae(p, seed)[0]}
     clips = heldout_prompts(n, p.vae)                              # 17 frames at 32x32: the recipe's clips
     x, labels = clips["x"], clips["labels"]
     real = judged(judge, x, labels)
-    figs, rows = {"real_flicker": real["flicker"]}, []
+    figs, rows, correct = {"real_flicker": real["flicker"]}, [], {}
     for what, vae in models.items():
         r = getattr(p, what)
         rec = ch07.reconstruct(vae, x)
         row = {"PSNR dB": mean_psnr(rec, x), **judged(judge, rec, labels)}
+        correct[PREFIX[what]] = judge.score(rec, labels)["per_sample"]["shape_correct"]   # the same reading, cached
         minutes = recorded_minutes(ch07.checkpoint_path(what, p, seed))
         rows.append({"autoencoder": NAMES[what], "latents (c x n x h x w)": "x".join(map(str, ch07.latent_shape(r))),
                      "values per clip": ch07.latent_values(r), "train minutes": minutes, **row})
@@ -60,7 +75,7 @@ def _main(p: ch07.Ch07Preset, seed: int, judge: Judge, n: int):
         if minutes is not None:
             figs["train_minutes" if what == "vae" else "frame_vae_train_minutes"] = minutes
     rows.append({"autoencoder": "real held-out clips (reference)", **real})
-    return figs, rows, models["vae"], x
+    return figs, rows, by_combination(labels, correct), models["vae"], x
 
 
 def headline(preset: str = "smoke", seed: int = 0) -> dict:
@@ -120,8 +135,8 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     cfg = SETTINGS[p.name]
     judge = Judge()
     t_start = time.perf_counter()
-    figures, rows, vae, x = _main(p, seed, judge, cfg["clips"])
-    tables = {"reconstruction": rows}
+    figures, rows, combos, vae, x = _main(p, seed, judge, cfg["clips"])
+    tables = {"reconstruction": rows, "shape_by_combination": combos}
     figures["recon_flicker_over_real"] = figures["recon_flicker"] / max(figures["real_flicker"], 1e-8)
     figures["frame_vae_recon_flicker_over_real"] = figures["frame_vae_recon_flicker"] / max(figures["real_flicker"], 1e-8)
 
@@ -137,4 +152,4 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     return {"figures": figures, "tables": tables}
 
 
-__all__ = ["HEADLINE", "headline", "decode_cost", "run"]
+__all__ = ["HEADLINE", "headline", "by_combination", "decode_cost", "run"]
