@@ -51,7 +51,8 @@ from minivid.utils import (
 
 # The TrainConfig fields that change what a step computes: a resume must match them. Not `steps`
 # (a finished run may be continued), nor progress/desc/ckpt_every/log_every/device/command.
-# A cosine decay depends on `steps` too: continuing a finished cosine run would restart its schedule mid-way.
+# lr_decay is one of them; note a cosine schedule also depends on `steps`, so continuing a finished cosine run
+# with more steps follows the longer schedule from where it stands.
 RESULT_FIELDS = ("lr", "betas", "weight_decay", "warmup_steps", "lr_decay", "grad_clip", "ema_decay", "seed",
                  "batch_size")
 LR_DECAYS = ("constant", "cosine")

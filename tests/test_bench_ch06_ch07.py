@@ -101,7 +101,8 @@ def test_bench_ch07_smoke_reports_what_the_issue_names():
 
 
 def test_shape_accuracy_by_combination_counts_each_combination_apart():
-    labels = {"color": torch.tensor([3, 3, 0, 3]), "shape": torch.tensor([1, 1, 1, 1]), "size": torch.tensor([0, 0, 1, 1])}
+    labels = {"color": torch.tensor([3, 3, 0, 3]), "shape": torch.tensor([1, 1, 1, 1]),
+              "size": torch.tensor([0, 0, 1, 1])}
     ok = {"a": torch.tensor([True, False, True, True]), "b": torch.tensor([False, False, False, True])}
     rows = bench07.by_combination(labels, ok)
     assert rows == [{"combination": "red big square", "clips": 1, "a shape_acc": 1.0, "b shape_acc": 0.0},

@@ -68,7 +68,8 @@ class VAERecipe:
         if self.kind == "video" and (self.frames - 1) % cfg.time_factor:
             raise frame_count_error(self.frames, cfg.time_factor, "frames")
         if self.train_frames is not None:
-            if self.kind != "video" or not isinstance(self.train_frames, int) or not 1 <= self.train_frames <= self.frames:
+            ok = isinstance(self.train_frames, int) and 1 <= self.train_frames <= self.frames
+            if self.kind != "video" or not ok:
                 raise ValueError(f"train_frames (the video VAE's training windows) must be an int in 1..frames="
                                  f"{self.frames}, or None for whole clips; got {self.train_frames!r} ({self.kind!r})")
             if (self.train_frames - 1) % cfg.time_factor:

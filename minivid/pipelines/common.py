@@ -90,13 +90,14 @@ def schedule_for(recipe) -> Schedule:
 
 def train_config(recipe, *, seed: int, path: Path | None, desc: str, progress: bool = True,
                  ckpt_every: int = 500, command: str | None = None) -> TrainConfig:
-    """The TrainConfig of a recipe (steps, batch, lr, warm-up, its `lr_decay` if it has one, EMA), checkpointing to `path`.
+    """The TrainConfig of a recipe (steps, batch, lr, warm-up and `lr_decay` where it has them, EMA), checkpointing
+    to `path`.
 
     command: the shell command that runs this training, named in error messages.
     """
     return TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, ema_decay=recipe.ema_decay,
-                       warmup_steps=getattr(recipe, "warmup_steps", 0), lr_decay=getattr(recipe, "lr_decay", "constant"),
-                       seed=seed,
+                       warmup_steps=getattr(recipe, "warmup_steps", 0),
+                       lr_decay=getattr(recipe, "lr_decay", "constant"), seed=seed,
                        ckpt_path=None if path is None else str(path), ckpt_every=ckpt_every, device="cpu",
                        progress=progress, desc=desc, command=command)
 
@@ -379,7 +380,7 @@ class ChapterCLI:
     variants: dict[str, Callable] | None = None
 
 
-__all__ = ["pick_preset", "with_steps", "with_recipe_steps", "recipe_fields", "recipe_key", "checkpoint_path", "schedule_for", "train_config",
-           "training_record", "TrainingSetup", "capture_training", "record_lookups", "lazy_batches", "load_or_train",
-           "is_finished", "load_weights", "guided_ddim", "guided_flow", "provides", "pretrained", "pretrained_path",
-           "ChapterCLI", "Denoiser"]
+__all__ = ["pick_preset", "with_steps", "with_recipe_steps", "recipe_fields", "recipe_key", "checkpoint_path",
+           "schedule_for", "train_config", "training_record", "TrainingSetup", "capture_training", "record_lookups",
+           "lazy_batches", "load_or_train", "is_finished", "load_weights", "guided_ddim", "guided_flow", "provides",
+           "pretrained", "pretrained_path", "ChapterCLI", "Denoiser"]
