@@ -105,7 +105,8 @@ def load_record(bench: str, results_dir: Path = RESULTS_DIR) -> dict:
 def provenance(record: dict) -> str:
     m = record["machine"]
     seeds = f" --seeds {record['seeds']}" if int(record.get("seeds", 1)) > 1 else ""
-    cpu = f"{m['cpu_model']}, " if m.get("cpu_model") else ""
+    ident = "".join(f" {m[k]}" for k in ("cpu_id", "cpu_capability") if m.get(k))   # "25/1 AVX2" (since 2026-12-02)
+    cpu = f"{m['cpu_model']}{ident}, " if m.get("cpu_model") else ""
     threads = f", {m['torch_threads']} threads" if m.get("cpu_model") and m.get("torch_threads") else ""
     return (f"_Measured by `python -m minivid bench {record['bench']} --preset {record['preset']} "
             f"--seed {record['seed']}{seeds}` on {record['date'][:10]}: {record['wall_time_s']:.0f} s wall, "

@@ -25,6 +25,8 @@ def test_bench_writes_json_with_provenance(tmp_path, capsys):
     assert rec["preset"] == "smoke" and rec["seed"] == 0 and rec["wall_time_s"] > 0
     assert {"cpu_count", "cpu_model", "torch_threads", "torch", "platform"} <= set(rec["machine"])
     assert rec["machine"]["cpu_model"], "the CPU model is named (issue 19: wall times need their machine)"
+    assert rec["machine"]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "NO AVX", "ZVECTOR", "VSX", "SVE256")
+    assert rec["machine"]["cpu_id"] is None or rec["machine"]["cpu_id"].count("/") == 1
     assert "bench judge" in capsys.readouterr().out
 
 

@@ -24,6 +24,8 @@ def test_provenance_names_the_seeds_and_the_cpu_when_recorded():
     assert "bench ch04 --preset full --seed 0 --seeds 3`" in line and "(AMD EPYC, 2 cores, 2 threads, torch" in line
     old = {**record, "seeds": 1, "machine": {"device": "cpu", "cpu_count": 2, "torch": "2.13.0"}}
     assert results.provenance(old).endswith("--seed 0` on 2026-12-01: 60 s wall, cpu (2 cores, torch 2.13.0)._")
+    new = {**record, "machine": {**record["machine"], "cpu_id": "25/1", "cpu_capability": "AVX2"}}
+    assert "(AMD EPYC 25/1 AVX2, 2 cores, 2 threads, torch" in results.provenance(new), "which EPYC, which ISA"
 
 
 def test_render_fills_block_from_json_and_names_the_command(tmp_path):

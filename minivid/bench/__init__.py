@@ -54,12 +54,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id() -> str | None:
+    """The CPU's family/model numbers from /proc/cpuinfo ("25/1": AMD Zen 3), or None. A virtual machine may name
+    every AMD server CPU "AMD EPYC"; these numbers (and torch's vector ISA, `cpu_capability`) tell them apart."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
+    except OSError:
+        return None
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return f"{fields['cpu family']}/{fields['model']}" if {"cpu family", "model"} <= set(fields) else None
+
+
 def machine_info() -> dict:
-    """Where a figure was measured: CPU model and count, torch threads and build, GPU if any."""
+    """Where a figure was measured: CPU model (family/model numbers and torch's vector ISA: two machines both
+    called "AMD EPYC" ran chapter 06's autoencoder 2x apart, AVX-512 against AVX2) and count, torch threads and
+    build, GPU if any."""
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu_id": cpu_id(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
