@@ -9,6 +9,7 @@ from minivid.models.vae import (
     VAE_PRESETS,
     AutoencoderKL,
     DiagonalGaussian,
+    frame_difference_mse,
     latent_scale_factor,
     psnr,
     vae_config,
@@ -176,6 +177,24 @@ def test_loss_weights_kl_per_element_like_ldm():
     _, met_l1 = vae_loss(m, x, kl_weight=0.0, generator=g(), recon="l1")
     assert met_l1["rec"] == pytest.approx((recon - x).abs().mean().item(), rel=1e-6)
     assert met0["psnr"] == pytest.approx(psnr(recon.clamp(-1, 1), x).mean().item(), rel=1e-5)
+
+
+def test_the_temporal_weight_adds_the_frame_difference_error_of_clips():
+    m = _tiny()
+    x = torch.rand(2, 3, 4, 16, 16) * 2 - 1                          # clips, encoded frame by frame
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    loss0, _ = vae_loss(m, x, kl_weight=1e-6, generator=g())
+    loss1, _ = vae_loss(m, x, kl_weight=1e-6, generator=g(), temporal_weight=2.0)
+    recon, _ = m(x, generator=g())
+    r, xx = recon.detach().double(), x.double()                       # the oracle: frame-to-frame changes, float64
+    want = sum(((r[:, :, t + 1] - r[:, :, t]) - (xx[:, :, t + 1] - xx[:, :, t])).pow(2).sum() for t in range(3))
+    want = want / (2 * 3 * 3 * 16 * 16)
+    assert frame_difference_mse(recon, x).item() == pytest.approx(want.item(), rel=1e-5)
+    assert (loss1 - loss0).item() == pytest.approx(2.0 * want.item(), rel=1e-4)
+    steady = x + 0.1                                                  # the same error on every frame: no flicker
+    assert frame_difference_mse(steady, x).item() == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="T >= 2"):
+        frame_difference_mse(x[:, :, :1], x[:, :, :1])
 
 
 def test_a_few_steps_on_four_images_reduce_the_loss():

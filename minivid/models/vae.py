@@ -227,8 +227,17 @@ class AutoencoderKL(nn.Module):
         return self.decode(z), posterior
 
 
+def frame_difference_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """mean ((x_hat[t+1] - x_hat[t]) - (x[t+1] - x[t]))^2 over clips (B, C, T >= 2, H, W): the squared change of the
+    error from one frame to the next. An error that stays put costs nothing; one that changes - flicker - does."""
+    if x_hat.shape != x.shape or x.dim() != 5 or x.shape[2] < 2:
+        raise ValueError(f"x_hat and x must be clips of one shape (B, C, T >= 2, H, W), got {tuple(x_hat.shape)} "
+                         f"and {tuple(x.shape)}")
+    return (x_hat.diff(dim=2) - x.diff(dim=2)).pow(2).mean()
+
+
 def vae_loss(model: AutoencoderKL, x: torch.Tensor, kl_weight: float = 1e-6,
-             generator: torch.Generator | None = None, recon: str = "mse"):
+             generator: torch.Generator | None = None, recon: str = "mse", temporal_weight: float = 0.0):
     """LDM's autoencoder loss without its perceptual and GAN terms: (loss, metrics).
 
     loss = mean over elements of (x - x_rec)^2 + kl_weight * KL(q || N(0, I)) / (elements of an item),
@@ -237,8 +246,9 @@ def vae_loss(model: AutoencoderKL, x: torch.Tensor, kl_weight: float = 1e-6,
     pairs L1 with a perceptual and a GAN loss for sharpness; alone, MSE is the Gaussian likelihood
     and exactly what PSNR measures, and on Shapes World it trains much faster (vae-tiny, 800 steps:
     30.7 dB with MSE, 19.6 dB with L1). recon="l1" gives LDM's choice. x: (B, C, [T,] H, W) in
-    [-1, 1]. metrics: floats "loss", "rec", "kl" (nats per item), "psnr" (dB, of the clamped
-    sampled reconstruction).
+    [-1, 1]. temporal_weight (clips only): plus that times `frame_difference_mse` of the reconstruction, a
+    flicker penalty (chapter 06's decoder fine-tune uses the same term). metrics: floats "loss", "rec", "kl"
+    (nats per item), "psnr" (dB, of the clamped sampled reconstruction).
     """
     if recon not in ("l1", "mse"):
         raise ValueError(f"recon must be 'l1' or 'mse', got {recon!r}")
@@ -247,6 +257,8 @@ def vae_loss(model: AutoencoderKL, x: torch.Tensor, kl_weight: float = 1e-6,
     rec = err.mean()
     kl = posterior.kl()                                                    # (B,)
     loss = rec + kl_weight * kl.mean() / (x.numel() // x.shape[0])
+    if temporal_weight:
+        loss = loss + temporal_weight * frame_difference_mse(x_rec, x)
     with torch.no_grad():
         p = psnr(x_rec.clamp(-1, 1), x).mean()
     return loss, {"loss": loss.item(), "rec": rec.item(), "kl": kl.mean().item(), "psnr": p.item()}

@@ -20,12 +20,13 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from minivid.data import time_reversed, video_text_pool
+from minivid.models.inflate import inflate, inflated_config
 from minivid.models.vae import latent_scale_factor
 from minivid.pipelines import common
 from minivid.pipelines.ch07_vae import (
@@ -48,6 +49,8 @@ from minivid.pipelines.common import (
     load_or_train,
     load_weights,
     pick_preset,
+    pretrained,
+    pretrained_path,
     provides,
     recipe_key,
     with_steps,
@@ -65,6 +68,7 @@ class Ch07Preset:
     name: str
     vae: VAERecipe                     # the causal video VAE
     frame_vae: VAERecipe               # the per-frame baseline at (nearly) the video VAE's latent values per clip
+    image_vae_preset: str = "full"     # the chapter-06 preset whose image VAE a recipe with init="ch06" starts from
     latent_pool: int = 2000            # captioned clips encoded for chapter 08 (`encode_pool`)
     latent_reversed: bool = True       # encode them played backwards too (their captions' direction flipped)
     encode_batch: int = 32             # clips per batch when encoding
@@ -73,18 +77,25 @@ class Ch07Preset:
 PRESETS = {
     "smoke": Ch07Preset(
         name="smoke",
-        vae=VAERecipe(overrides={"channels": 8, "groups": 4}, pool=8, steps=2, batch_size=2, warmup_steps=0),
+        vae=VAERecipe(overrides={"channels": 8, "groups": 4}, init="ch06", train_frames=5, lr_decay="cosine", pool=8,
+                      steps=2, batch_size=2, warmup_steps=0),
         frame_vae=VAERecipe(kind="frame", model="vae-tiny", overrides={**MATCHED, "channels": 8, "groups": 4}, pool=8,
                             steps=2, batch_size=4, warmup_steps=0),
-        latent_pool=8, encode_batch=4,
+        image_vae_preset="smoke", latent_pool=8, encode_batch=4,
     ),
     "full": Ch07Preset(
         name="full",
-        # step times: the video VAE runs at 0.74 s/step on the idle 2-core AMD EPYC with two threads (1.35 steps/s,
-        # measured over 27 steps of a full run, 2026-12-02; one-thread timings halved had said 0.66), so 720 steps
-        # take ~8.9 min; the per-frame VAE at 64 frames, 0.41 s/step on one thread, ~0.21 on two: the same minutes.
-        # Encoding the 2000 captioned clips and their reversals for chapter 08: 0.029 s a clip on one thread, ~1 min.
-        vae=VAERecipe(steps=720),                                                     # ~0.74 s/step: ~8.9 min
+        # The causal VAE starts as chapter 06's image VAE, inflated (init="ch06": the same widths), and trains on
+        # random 9-frame windows of the clips with a cosine learning rate. From scratch on whole clips (the recipe
+        # recorded 2026-12-02: 720 steps, 24.1-27.9 dB, shape 0.58-0.75) it missed the small squares; by hand
+        # (exp07, 256 held-out clips, not a recorded bench), seed 0: from scratch 27.5 dB, shape 0.78; inflated
+        # 37.1 dB, colour, shape, size and motion 1.00, flicker 0.0038 (real clips 0.0011, the per-frame VAE
+        # 0.0020-0.0030).
+        # Step times: whole clips ran at 0.74 s/step on the idle 2-core AVX-512 AMD EPYC with two threads (720 steps,
+        # ~8.9 min); 9-frame windows about 9/17 of that, ~0.39 s/step: 1400 steps ~9.1 min. The per-frame VAE at 64
+        # frames, 0.41 s/step on one thread, ~0.21 on two: the same minutes. Encoding the 2000 captioned clips and
+        # their reversals for chapter 08: 0.029 s a clip on one thread, ~1 min.
+        vae=VAERecipe(init="ch06", train_frames=9, lr_decay="cosine", steps=1400),   # ~0.39 s/step: ~9.1 min
         frame_vae=VAERecipe(kind="frame", model="vae-tiny", overrides=MATCHED, batch_size=64, steps=2500),  # ~8.6 min
     ),
 }
@@ -102,7 +113,23 @@ def checkpoint_path(what: str, preset, seed: int = 0, recipe: VAERecipe | None =
     r = recipe or getattr(p, what)
     if r.kind != WHATS[what]:
         raise ValueError(f"recipe.kind is {r.kind!r}, but {what!r} holds a {WHATS[what]!r} autoencoder")
-    return common.checkpoint_path("ch07", what, p.name, seed, r, version=MODEL_VERSION)
+    upstream = (pretrained_path("ch06.vae", p.image_vae_preset, seed).name,) if r.init == "ch06" else ()
+    return common.checkpoint_path("ch07", what, p.name, seed, r, *upstream, version=MODEL_VERSION)
+
+
+def initial_vae(recipe: VAERecipe, image_vae_preset: str = "full", seed: int = 0):
+    """The autoencoder a training starts from: fresh weights, or (init="ch06") chapter 06's trained image VAE of that
+    preset and this seed, inflated to a causal video VAE (`minivid.models.inflate`; trained first if absent)."""
+    if recipe.init == "scratch":
+        return build_vae(recipe)
+    image = pretrained("ch06.vae", image_vae_preset, seed).vae
+    want, got = model_config(recipe), inflated_config(image, temporal_down=model_config(recipe).temporal_down)
+    if replace(want, extra={}) != replace(got, extra={}):
+        raise ValueError(f"init='ch06' inflates chapter 06's image VAE, whose widths ({got.channels} channels x "
+                         f"{got.channel_mult}, {got.latent_channels} latent channels) differ from the recipe's "
+                         f"({want.channels} x {want.channel_mult}, {want.latent_channels}); match them or use "
+                         f"init='scratch'")
+    return inflate(image, temporal_down=want.temporal_down)
 
 
 def train_command(preset, what: str = "vae") -> str:
@@ -121,7 +148,7 @@ def _train(what: str, preset, seed: int, progress: bool, retrain: bool, recipe: 
     torch.manual_seed(seed)
     c, n, h, w = latent_shape(r)
     label = "causal video VAE" if r.kind == "video" else "per-frame VAE"
-    state = load_or_train(build_vae(r), loss_fn_for(r), batch_fn_for(r, training_clips(r)), r, path, seed=seed,
+    state = load_or_train(initial_vae(r, p.image_vae_preset, seed), loss_fn_for(r), batch_fn_for(r, training_clips(r)), r, path, seed=seed,
                           progress=progress, retrain=retrain, ckpt_every=200, command=train_command(p, what),
                           desc=f"ch07 {label} ({p.name}, {r.frames}x{r.size}x{r.size} -> {n}x{h}x{w}x{c})")
     return state.sampling_model.eval(), state
@@ -235,6 +262,6 @@ CLI = ChapterCLI(train=cli_train, demo_rank=0,
                  summary="CogVideoX's 3-D causal video VAE: 17 frames of 32x32 -> 5 latent frames of 8x8")
 
 __all__ = ["MODEL_VERSION", "KINDS", "MATCHED", "VAERecipe", "Ch07Preset", "PRESETS", "get_preset", "checkpoint_path",
-           "train_command", "model_config", "build_vae", "latent_shape", "latent_values", "training_clips",
+           "train_command", "initial_vae", "model_config", "build_vae", "latent_shape", "latent_values", "training_clips",
            "batch_fn_for", "loss_fn_for", "encode", "decode", "reconstruct", "train_vae", "train_frame_vae",
            "load_vae", "latents_path", "encode_pool", "decode_latents", "cli_train", "CLI"]

@@ -23,9 +23,11 @@ from minivid.data import from_uint8, video_pool
 from minivid.data.world import check_size
 from minivid.models.vae import AutoencoderKL, DiagonalGaussian, VAEConfig, vae_config, vae_loss
 from minivid.models.video_vae import CausalVideoVAE, VideoVAEConfig, frame_count_error, video_vae_config
+from minivid.train import LR_DECAYS
 
 KINDS = ("video", "frame")
 RECONS = ("mse", "l1")
+INITS = ("scratch", "ch06")            # where the video VAE's weights start
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,13 @@ class VAERecipe:
     kl_weight: float = 1e-6           # LDM's KL-f4 weight (`vae_loss`)
     recon: str = "mse"                # "mse" | "l1" (`vae_loss`)
     time_reversal: float = 0.5        # "video": chance a clip plays backwards (uniform motion: still a valid clip)
+    init: str = "scratch"             # "video": "scratch" | "ch06": start as chapter 06's image VAE (the preset's
+                                      # image_vae_preset, the same seed), inflated (`minivid.models.inflate`)
+    temporal_weight: float = 0.0      # "video": plus this times the frame-difference error (`frame_difference_mse`)
     steps: int = 800
     batch_size: int = 8               # clips ("video") or frames ("frame") per step
     lr: float = 1e-3
+    lr_decay: str = "constant"        # "constant" | "cosine" (`TrainConfig.lr_decay`)
     warmup_steps: int = 50
     ema_decay: float = 0.995
 
@@ -52,10 +58,18 @@ class VAERecipe:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.recon not in RECONS:
             raise ValueError(f"recon must be one of {RECONS}, got {self.recon!r}")
+        if self.init not in INITS or (self.init != "scratch" and self.kind != "video"):
+            raise ValueError(f"init must be one of {INITS} ('ch06' only for the video VAE), got {self.init!r} for a "
+                             f"{self.kind!r} autoencoder")
         if not 0 <= self.time_reversal <= 1:
             raise ValueError(f"time_reversal must lie in [0, 1], got {self.time_reversal}")
         if self.kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        if self.temporal_weight < 0 or (self.temporal_weight and self.kind != "video"):
+            raise ValueError(f"temporal_weight must be >= 0, and 0 for the per-frame VAE (it sees frames, not clips); "
+                             f"got {self.temporal_weight} for a {self.kind!r} autoencoder")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         if not isinstance(self.pool, int) or self.pool < 1:
             raise ValueError(f"pool must be a positive int, got {self.pool!r}")
         check_size(self.size)
@@ -133,9 +147,11 @@ def batch_fn_for(recipe: VAERecipe, clips: torch.Tensor):
 
 
 def loss_fn_for(recipe: VAERecipe):
-    """loss_fn(model, x, g) -> (loss, {"loss", "rec", "kl", "psnr"}): `vae_loss` with the recipe's KL weight."""
+    """loss_fn(model, x, g) -> (loss, {"loss", "rec", "kl", "psnr"}): `vae_loss` with the recipe's KL and temporal
+    weights."""
     def loss_fn(model, x, g):
-        return vae_loss(model, x, recipe.kl_weight, generator=g, recon=recipe.recon)
+        return vae_loss(model, x, recipe.kl_weight, generator=g, recon=recipe.recon,
+                        temporal_weight=recipe.temporal_weight)
     return loss_fn
 
 
@@ -198,5 +214,5 @@ def reconstruct(vae, clips: torch.Tensor, *, chunk_frames: int | None = None, ba
     return torch.cat(out)
 
 
-__all__ = ["KINDS", "VAERecipe", "model_config", "build_vae", "latent_shape", "latent_values", "training_clips",
+__all__ = ["KINDS", "INITS", "VAERecipe", "model_config", "build_vae", "latent_shape", "latent_values", "training_clips",
            "batch_fn_for", "loss_fn_for", "encode", "decode", "reconstruct"]
