@@ -32,7 +32,7 @@ from minivid.eval import Judge
 from minivid.models.alignment import alphas
 from minivid.pipelines import ch05, ch06
 from minivid.pipelines.ch05_sr import Stage
-from minivid.pipelines.common import capture_training, guided_ddim, pretrained, schedule_for, training_record
+from minivid.pipelines.common import capture_training, pretrained, schedule_for, training_record
 from minivid.utils import make_generator
 
 HEADLINE = ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "heldout_motion_acc",
@@ -172,9 +172,8 @@ def cost(p: ch06.Ch06Preset, seed: int, prompts: dict, cfg: dict) -> tuple[list[
     video, codec = ch06.load_video(p, seed, progress=False), ch06.load_vae(p, seed, progress=False)
     dec = ch06.load_decoder(p, seed, progress=False)
     t0 = time.perf_counter()
-    z = guided_ddim(video.model, video.schedule, video.cond, caps, (codec.vae.cfg.latent_channels, p.video.frames,
-                    video.size, video.size), guidance=p.guidance, objective=video.objective, steps=p.eval_steps,
-                    seed=seed, progress=False, clip=None)
+    z = ch06.sample_latents(p, video, codec, caps, frames=p.video.frames, steps=p.eval_steps, seed=seed,
+                            progress=False)
     t1 = time.perf_counter()
     x = codec.decode(z, dec).clamp(-1, 1)
     decode_s = (time.perf_counter() - t1) / n

@@ -37,7 +37,7 @@ from torch import nn
 from minivid.models.blocks import AttentionBlock, ResBlock, fold_frames, unfold_frames, zero_module
 from minivid.models.pseudo3d import block_level
 from minivid.models.temporal import TemporalAttention
-from minivid.models.unet2d import UNet2D
+from minivid.models.unet2d import ExtraChannels, UNet2D
 from minivid.models.vae import AutoencoderKL, VAEResBlock
 
 
@@ -52,9 +52,12 @@ class AlignmentConfig:
     rel_pos_max_distance: int = 32
     text_in_time: bool = True           # temporal attention also reads the block embedding (time + pooled text)
     alpha_init: float = 0.5             # every alpha at initialisation (logit = log(a / (1 - a)))
+    motion_channels: int = 0            # also denoise this many flow channels (`UNet2D.add_extra_channels`; 2: x, y)
 
     def __post_init__(self):
         check_kernel_and_alpha(self.kernel, self.alpha_init)
+        if not isinstance(self.motion_channels, int) or self.motion_channels < 0:
+            raise ValueError(f"motion_channels must be an int >= 0, got {self.motion_channels!r}")
         if any(not isinstance(lv, int) or lv < 0 for lv in self.attn_levels):
             raise ValueError(f"attn_levels must be resolution levels >= 0, got {self.attn_levels}")
         if not (self.temporal_conv or self.temporal_attn or self.attn_levels):
@@ -98,23 +101,30 @@ def alpha_blend(spatial: torch.Tensor, temporal: torch.Tensor, logit: torch.Tens
     ### END SOLUTION
 
 
+PADDINGS = ("zeros", "replicate")      # a temporal conv's padding beyond the clip's ends
+
+
 class TemporalResBlock(nn.Module):
     """A residual block across frames: GN-SiLU-conv(k,1,1), GN (scale-shift by the embedding, if any)-SiLU,
     zero-initialised conv(k,1,1); plus the input. Starts as the identity. x: (B*T, C, H, W) -> the same.
 
     The convs are (k, 1, 1) Conv3d on (B, C, T, H, W): every pixel's sequence of frames, nothing across space.
     GroupNorm runs per frame. emb_dim: read the block embedding (N, E) like the U-Net's ResBlocks (None: the
-    decoder, which has none).
+    decoder, which has none). padding: what the convs see beyond the first and last frame, "zeros" or "replicate"
+    (the end frames repeated: a clip's first frame then has a neighbour like itself, not a blank one).
     """
 
-    def __init__(self, name: str, channels: int, groups: int, emb_dim: int | None = None, kernel: int = 3):
+    def __init__(self, name: str, channels: int, groups: int, emb_dim: int | None = None, kernel: int = 3,
+                 padding: str = "zeros"):
         super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         self.name, self.channels = name, channels
-        pad = (kernel // 2, 0, 0)
-        self.norm1, self.conv1 = nn.GroupNorm(groups, channels), nn.Conv3d(channels, channels, (kernel, 1, 1), padding=pad)
+        conv = dict(kernel_size=(kernel, 1, 1), padding=(kernel // 2, 0, 0), padding_mode=padding)
+        self.norm1, self.conv1 = nn.GroupNorm(groups, channels), nn.Conv3d(channels, channels, **conv)
         self.emb = nn.Linear(emb_dim, 2 * channels) if emb_dim else None
         self.norm2 = nn.GroupNorm(groups, channels)
-        self.conv2 = zero_module(nn.Conv3d(channels, channels, (kernel, 1, 1), padding=pad))
+        self.conv2 = zero_module(nn.Conv3d(channels, channels, **conv))
 
     def forward(self, x: torch.Tensor, num_frames: int = 1, emb: torch.Tensor | None = None, **_) -> torch.Tensor:
         """x: (B*T, C, H, W); emb: (B*T, E) (read when built with emb_dim) -> (B*T, C, H, W)."""
@@ -164,6 +174,10 @@ def align(unet: UNet2D, cfg: AlignmentConfig | None = None) -> UNet2D:
     attn_levels; after every AttentionBlock: a `TemporalAttention` (temporal_attn). Each group of temporal layers
     after one block is one `AlignmentLayer` with its own alpha. Every existing parameter is frozen; only
     `alignment_parameters` train. The model then takes latent clips (B, c, T, h, w) (and `image`, (B,) bool).
+    With motion_channels m it reads and writes m more channels after the latents, (B, c + m, T, h, w): the clip's
+    optical flow at the latents' resolution, through new trainable layers that start at zero; its input is
+    alpha-merged after the stem, so at alpha = 1 (and for image items) the latents' output is still exactly the
+    image model's, frame by frame, whatever the flow.
     """
     cfg = cfg or AlignmentConfig()
     if not isinstance(unet, UNet2D):
@@ -185,16 +199,20 @@ def align(unet: UNet2D, cfg: AlignmentConfig | None = None) -> UNet2D:
     unet.add_temporal_layers(lambda n, ch: AlignmentLayer(
         f"{n}_align", [TemporalResBlock(f"{n}_tconv", ch, g, E, cfg.kernel) if k == "conv" else attn(n, ch)
                        for k in plan[n]], cfg.alpha_init), list(plan))
+    if cfg.motion_channels:                       # the flow's input, alpha-merged like every temporal layer
+        io = unet.add_extra_channels(cfg.motion_channels)
+        io.inp = AlignmentLayer("stem_motion_align", [io.inp], cfg.alpha_init)
     alignment_parameters(unet)
     return unet
 
 
 def alignment_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Freeze everything but the alignment layers (temporal layers and alphas) and return those parameters."""
+    """Freeze everything but the alignment layers (temporal layers and alphas, and the motion channels' layers)
+    and return those parameters."""
     model.requires_grad_(False)
     new = []
     for m in model.modules():
-        if isinstance(m, AlignmentLayer):
+        if isinstance(m, (AlignmentLayer, ExtraChannels)):
             new += [p for p in m.parameters() if all(p is not q for q in new)]
     for p in new:
         p.requires_grad_(True)
@@ -222,16 +240,18 @@ class TemporalDecoder(nn.Module):
     3.1.1). decoder(z): z (B, c, T, h, w) latent clips -> (B, 3, T, h*f, w*f); (B, c, h, w) images decode per frame.
 
     vae: a trained `AutoencoderKL`; its decoder is used as it is (pass a copy to keep the original), frozen, and
-    only `alignment_parameters` train. At initialisation it equals `vae.decode`, exactly.
+    only `alignment_parameters` train. At initialisation it equals `vae.decode`, exactly. padding: the temporal
+    convs' ("zeros" | "replicate", `TemporalResBlock`).
     """
 
-    def __init__(self, vae: AutoencoderKL, kernel: int = 3, alpha_init: float = 0.5):
+    def __init__(self, vae: AutoencoderKL, kernel: int = 3, alpha_init: float = 0.5, padding: str = "zeros"):
         super().__init__()
         check_kernel_and_alpha(kernel, alpha_init)
         self.decoder, self.latent_channels = vae.decoder, vae.cfg.latent_channels
         self.temporal = nn.ModuleDict({
             str(i): AlignmentLayer(f"decoder{i}_align", [TemporalResBlock(f"decoder{i}_tconv", m.conv2.out_channels,
-                                                                          m.norm2.num_groups, None, kernel)], alpha_init)
+                                                                          m.norm2.num_groups, None, kernel, padding)],
+                                   alpha_init)
             for i, m in enumerate(vae.decoder.body) if isinstance(m, VAEResBlock)})
         alignment_parameters(self)
 
@@ -251,5 +271,5 @@ class TemporalDecoder(nn.Module):
         return unfold_frames(h, T)                                           # (B, 3, T, H, W)
 
 
-__all__ = ["AlignmentConfig", "check_kernel_and_alpha", "alpha_blend", "TemporalResBlock", "AlignmentLayer", "align",
+__all__ = ["PADDINGS", "AlignmentConfig", "check_kernel_and_alpha", "alpha_blend", "TemporalResBlock", "AlignmentLayer", "align",
            "alignment_parameters", "alphas", "set_alpha", "TemporalDecoder"]

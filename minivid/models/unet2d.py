@@ -15,6 +15,8 @@ The blocks and the skeleton (levels, skips, embeddings, temporal hooks) live in
 * Every block has a unique `name` ("down1_0_res", "mid0_attn", ...); `insertion_points()` lists them,
   `add_temporal_layers(factory)` runs `factory(name, channels)` right after a block. Make-A-Video (ch04)
   grows a frozen image model this way (`minivid.models.temporal`); Video LDM (ch06) too.
+* `add_extra_channels(n)` gives a trained model n more input and output channels (`ExtraChannels`) without
+  changing what it computes on its own: Video LDM (ch06) denoises latent optical flow this way, VideoJAM-style.
 """
 from __future__ import annotations
 
@@ -64,6 +66,35 @@ def unet2d_config(name: str, **overrides) -> UNet2DConfig:
     return replace(UNET2D_PRESETS[name], extra={"preset": name}, **overrides)
 
 
+class ExtraInput(nn.Module):
+    """h + conv(extra): n more input channels read by a zero-initialised conv, added to the stem's output.
+    (Chapter 06 wraps it in an alpha-merged `AlignmentLayer`, so alpha = 1 and image items ignore it.)"""
+
+    def __init__(self, n: int, channels: int):
+        super().__init__()
+        self.conv = zero_module(nn.Conv2d(n, channels, 3, padding=1))
+
+    def forward(self, h: torch.Tensor, num_frames: int = 1, extra: torch.Tensor | None = None, **_) -> torch.Tensor:
+        """h: (N, C, H, W) the stem's output; extra: (N, n, H, W) -> (N, C, H, W)."""
+        return h + self.conv(extra)
+
+
+class ExtraChannels(nn.Module):
+    """n more input and output channels for a U-Net that is already trained (VideoJAM's motion channels on a frozen
+    image model, chapter 06): `inp` (an `ExtraInput`: a zero-initialised conv of the new channels, added to the
+    stem's output) and `out`, a head of their own on the last features (GroupNorm-SiLU-conv, zero-initialised
+    like the U-Net's). At initialisation the U-Net's output on its own channels is exactly what it was."""
+
+    def __init__(self, n: int, channels: int, groups: int, out_channels: int):
+        super().__init__()
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"extra channels must be an int >= 1, got {n!r}")
+        self.n = n
+        self.inp = ExtraInput(n, channels)
+        self.out = nn.Sequential(nn.GroupNorm(groups, out_channels), nn.SiLU(),
+                                 zero_module(nn.Conv2d(out_channels, n, 3, padding=1)))
+
+
 class UNet2D(UNetSkeleton):
     """model(x_t, t, context=None, context_mask=None, pooled=None) -> prediction of x_t's shape."""
 
@@ -80,6 +111,15 @@ class UNet2D(UNetSkeleton):
         ch = self._build(cfg, unit)
         self.out = nn.Sequential(nn.GroupNorm(cfg.groups, ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
+        self.extra_io: ExtraChannels | None = None       # `add_extra_channels`
+
+    def add_extra_channels(self, n: int) -> ExtraChannels:
+        """Read and write n more channels after the model's own (x: (B, in + n, ...) -> (B, out + n, ...)); the
+        outputs on its own channels are unchanged at initialisation. Returns the new module (its parameters)."""
+        if self.extra_io is not None:
+            raise ValueError(f"the model already has {self.extra_io.n} extra channels")
+        self.extra_io = ExtraChannels(n, self.stem.out_channels, self.cfg.groups, self.out[-1].in_channels)
+        return self.extra_io
 
     def forward(self, x, t, context=None, context_mask=None, pooled=None, image=None):
         """x: (B, C, H, W) or video (B, C, T, H, W); t: (B,) long (or (B, T) per frame for video);
@@ -87,9 +127,10 @@ class UNet2D(UNetSkeleton):
         that are T independent images, for temporal layers). Returns x's shape.
         """
         video = x.dim() == 5
-        if x.dim() not in (4, 5) or x.shape[1] != self.cfg.in_channels:
-            raise ValueError(f"x must be (B, {self.cfg.in_channels}, H, W) or (B, {self.cfg.in_channels}, T, H, W), "
-                             f"got {tuple(x.shape)}")
+        n_extra = 0 if self.extra_io is None else self.extra_io.n
+        C = self.cfg.in_channels + n_extra
+        if x.dim() not in (4, 5) or x.shape[1] != C:
+            raise ValueError(f"x must be (B, {C}, H, W) or (B, {C}, T, H, W), got {tuple(x.shape)}")
         B, Tf = x.shape[0], (x.shape[2] if video else 1)
         H, W = x.shape[-2:]
         if H % self.downsample_factor or W % self.downsample_factor:
@@ -109,13 +150,19 @@ class UNet2D(UNetSkeleton):
         if context is not None and self.cfg.context_dim is None:
             raise ValueError("context given but the config has context_dim=None (no cross-attention)")
         emb = self._embed(t, pooled, x.dtype)                               # (N, E)
-        h = self._trunk(self.stem(x), emb=emb, context=context, context_mask=context_mask, num_frames=Tf,
-                        image=image)
+        if n_extra:
+            x, extra = x.split([self.cfg.in_channels, n_extra], 1)
+            h = self.extra_io.inp(self.stem(x), num_frames=Tf, image=image, extra=extra)
+        else:
+            h = self.stem(x)
+        h = self._trunk(h, emb=emb, context=context, context_mask=context_mask, num_frames=Tf, image=image)
         out = self.out(h)                                                   # (N, C_out, H, W)
+        if n_extra:
+            out = torch.cat([out, self.extra_io.out(h)], 1)                 # (N, C_out + n, H, W)
         if video:
             out = out.reshape(B, Tf, -1, H, W).transpose(1, 2)              # (B, C_out, T, H, W)
         return out
 
 
-__all__ = ["UNet2DConfig", "UNET2D_PRESETS", "unet2d_config", "UNet2D",
+__all__ = ["UNet2DConfig", "UNET2D_PRESETS", "unet2d_config", "UNet2D", "ExtraInput", "ExtraChannels",
            "AttentionBlock", "ResBlock", "Downsample", "Upsample", "zero_module"]   # blocks, re-exported

@@ -47,8 +47,10 @@ from minivid.pipelines.ch06_latents import (
     decoder_loss_fn,
     encode_pool,
     latent_batch_fn,
+    latent_flow,
     latent_loss_fn,
     latent_side,
+    motion_channels,
     scale_factor,
     vae_batch_fn,
     vae_loss_fn,
@@ -215,6 +217,8 @@ def train_video(preset="full", seed: int = 0, progress: bool = True, retrain: bo
         pool = video_text_pool(p.vae.size, r.frames, r.pool)
         lat = {"latents": encode_pool(codec.vae, pool["x"]), "text": encode_captions(image.cond, pool["captions"]),
                "text_reversed": encode_captions(image.cond, time_reversed(pool)["captions"])}
+        if motion_channels(r):
+            lat["flow"] = latent_flow(pool, codec.vae.cfg.downsample_factor)
         return latent_batch_fn(r.batch_size, lat, codec.scale, r.time_reversal)
     torch.manual_seed(seed)
     model = build_video_model(r, image.model)
@@ -278,6 +282,19 @@ def _prompts(prompts) -> list[str]:
     return prompts
 
 
+def sample_latents(preset, video: Denoiser, codec: LatentCodec, prompts: list[str], *, frames: int, steps: int,
+                   seed: int, guidance: float | None = None, batch_size: int = 64, progress: bool = True):
+    """Latent clips by DDIM + classifier-free guidance from the video model: scaled latents (B, c, frames, h, w).
+    With motion channels the flow is denoised alongside (B, c + 2, ...) and dropped here."""
+    p = get_preset(preset)
+    c = codec.vae.cfg.latent_channels
+    z = guided_ddim(video.model, video.schedule, video.cond, prompts, (c + motion_channels(p.video), frames,
+                    video.size, video.size), guidance=p.guidance if guidance is None else guidance,
+                    objective=video.objective, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
+                    clip=None)
+    return z[:, :c]
+
+
 def generate(prompts, *, preset="full", seed: int = 0, steps: int = 50, guidance: float | None = None,
              frames: int | None = None, decoder: str = "temporal", alpha: float | None = None, model_seed: int = 0,
              progress: bool = True, batch_size: int = 64, return_latents: bool = False):
@@ -298,9 +315,8 @@ def generate(prompts, *, preset="full", seed: int = 0, steps: int = 50, guidance
     video = load_video(p, model_seed, progress)
     codec = load_vae(p, model_seed, progress)
     net = video.model if alpha is None else set_alpha(copy.deepcopy(video.model), alpha)
-    z = guided_ddim(net, video.schedule, video.cond, prompts, (codec.vae.cfg.latent_channels, T, video.size,
-                    video.size), guidance=p.guidance if guidance is None else guidance, objective=video.objective,
-                    steps=steps, seed=seed, batch_size=batch_size, progress=progress, clip=None)
+    z = sample_latents(p, video._replace(model=net), codec, prompts, frames=T, steps=steps, seed=seed,
+                       guidance=guidance, batch_size=batch_size, progress=progress)
     dec = load_decoder(p, model_seed, progress) if decoder == "temporal" else None
     x = codec.decode(z, dec).clamp(-1, 1)
     return (x, z) if return_latents else x
@@ -351,4 +367,4 @@ __all__ = ["MODEL_VERSION", "STAGES", "DECODERS", "RGB", "VAERecipe", "LatentRec
            "Ch06Preset", "PRESETS", "get_preset", "checkpoint_path", "train_command", "LatentCodec", "latent_side", "build_vae",
            "scale_factor", "train_vae", "load_vae", "build_latent_unet", "train_latent", "load_latent",
            "build_video_model", "train_video", "load_video", "build_decoder", "train_decoder", "load_decoder",
-           "generate", "generate_images", "with_all_steps", "cli_train", "cli_generate", "CLI"]
+           "sample_latents", "generate", "generate_images", "with_all_steps", "cli_train", "cli_generate", "CLI"]

@@ -32,17 +32,18 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
-from minivid.data import from_uint8, image_text_pool
+from minivid.data import WorldConfig, flow_field, from_uint8, image_text_pool
 from minivid.diffusion import Schedule, diffusion_loss
 from minivid.eval.distances import psnr
 from minivid.models import UNet2D, unet2d_config
-from minivid.models.alignment import AlignmentConfig, TemporalDecoder, align
-from minivid.models.vae import AutoencoderKL, latent_scale_factor, vae_config, vae_loss
+from minivid.models.alignment import PADDINGS, AlignmentConfig, TemporalDecoder, align
+from minivid.models.vae import AutoencoderKL, frame_difference_mse, latent_scale_factor, vae_config, vae_loss
 from minivid.text import caption_dropout
 from minivid.utils import make_generator
 
-RGB = 3
+RGB, FLOW = 3, 2                       # channels: pixels; the optical flow (x, y) of the motion channels
 
 
 # ----------------------------------------------------------------------------- the four recipes
@@ -102,7 +103,11 @@ class LatentRecipe:
 @dataclass(frozen=True)
 class VideoRecipe:
     """The temporal layers aligned to the frozen latent image model (its schedule and objective)."""
-    alignment: dict = field(default_factory=lambda: {"attn_levels": (0,)})   # AlignmentConfig overrides
+    # AlignmentConfig overrides. motion_channels=2 would denoise the clip's latent-resolution flow with its latents
+    # (`latent_flow`, VideoJAM as in chapter 03); tried by hand (seed 1, guidance 4.5, 256 held-out prompts, frame
+    # decoder, not a recorded bench) it made direction worse: motion 0.23 against 0.66 without (the recorded seed
+    # 1), the objects moving but in directions unrelated to the prompt, colour/shape/size and validity 1.00.
+    alignment: dict = field(default_factory=lambda: {"attn_levels": (0,)})
     frames: int = 8
     p_uncond: float = 0.1
     time_reversal: float = 0.5         # chance a clip plays backwards, its caption's direction flipped
@@ -114,7 +119,9 @@ class VideoRecipe:
     pool: int = 2000                   # captioned clips (scarce)
 
     def __post_init__(self):
-        AlignmentConfig(**self.alignment)                                    # checks the overrides
+        if AlignmentConfig(**self.alignment).motion_channels not in (0, FLOW):       # checks the overrides
+            raise ValueError(f"alignment's motion_channels must be 0 or {FLOW} (the flow's x and y), got "
+                             f"{self.alignment['motion_channels']!r}")
         if self.frames < 2:
             raise ValueError(f"frames must be >= 2 (a clip), got {self.frames}")
         _unit("p_uncond", self.p_uncond)
@@ -125,6 +132,7 @@ class VideoRecipe:
 class DecoderRecipe:
     """The decoder's temporal fine-tune (encoder and spatial decoder frozen) on unlabelled clips."""
     kernel: int = 3
+    padding: str = "zeros"             # the temporal convs' beyond the clip's ends ("zeros" | "replicate")
     alpha_init: float = 0.5
     temporal_weight: float = 1.0       # the frame-difference term (`ch06_latents.decoder_loss`)
     latent_noise: float = 0.25         # max std of per-frame noise added to the latents (scaled units, 1 = their
@@ -142,6 +150,8 @@ class DecoderRecipe:
 
     def __post_init__(self):
         AlignmentConfig(kernel=self.kernel, alpha_init=self.alpha_init)     # checks both
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         if self.frames < 2 or self.temporal_weight < 0 or self.latent_noise < 0:
             raise ValueError(f"frames must be >= 2, temporal_weight and latent_noise >= 0, got {self.frames}, "
                              f"{self.temporal_weight}, {self.latent_noise}")
@@ -174,7 +184,12 @@ def build_video_model(recipe: VideoRecipe, image_unet: UNet2D) -> UNet2D:
 
 def build_decoder(recipe: DecoderRecipe, vae: AutoencoderKL) -> TemporalDecoder:
     """A copy of the autoencoder's decoder with alpha-merged temporal layers (equal to it at initialisation)."""
-    return TemporalDecoder(copy.deepcopy(vae), recipe.kernel, recipe.alpha_init)
+    return TemporalDecoder(copy.deepcopy(vae), recipe.kernel, recipe.alpha_init, recipe.padding)
+
+
+def motion_channels(recipe: VideoRecipe) -> int:
+    """How many flow channels the video model denoises after the latents (0 or 2)."""
+    return AlignmentConfig(**recipe.alignment).motion_channels
 
 
 def latent_side(recipe: VAERecipe) -> int:
@@ -216,6 +231,23 @@ def encode_pool(vae: AutoencoderKL, x_uint8: torch.Tensor, batch: int = 256) -> 
     return {"mean": torch.cat(means), "std": torch.cat(stds)}
 
 
+@torch.no_grad()
+def latent_flow(pool: dict, factor: int, batch: int = 256) -> torch.Tensor:
+    """The exact optical flow of a pool's clips (`minivid.data.flow_field`, the fast speed is 1 on the object's
+    pixels) averaged over each latent cell: {"x": (N, 3, T, S, S) uint8 or in [-1, 1], "labels"} -> (N, 2, T, S/f,
+    S/f).
+    What chapter 03's motion channels denoise, at the resolution of the latents it is denoised with."""
+    x, lab = pool["x"], pool["labels"]
+    world = WorldConfig(size=x.shape[-1], frames=x.shape[2])
+    out = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        xb = from_uint8(xb) if xb.dtype == torch.uint8 else xb
+        flow = flow_field(xb, lab["direction"][i:i + batch], lab["speed"][i:i + batch], world)
+        out.append(F.avg_pool3d(flow, (1, factor, factor)))
+    return torch.cat(out)
+
+
 def posterior_sample(latents: dict, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """A fresh sample mean + std * eps of the items idx of `encode_pool`'s output: (len(idx), c, ...)."""
     mean, std = latents["mean"][idx], latents["std"][idx]
@@ -244,21 +276,25 @@ def latent_batch_fn(batch_size: int, data: dict, scale: float, time_reversal: fl
     """batch_fn(step, g) -> {"x": scaled latents (B, c, [T,] h, w), "context", "context_mask", "pooled"}.
 
     data: {"latents": `encode_pool` output, "text": frozen text features, and for clips "text_reversed": the
-    features of the captions of the clips played backwards}. With `time_reversal` p a clip plays backwards (its
-    latents flipped in time: the encoder works frame by frame) with its caption's direction flipped.
+    features of the captions of the clips played backwards, and optionally "flow": `latent_flow`, concatenated
+    after the latents, (B, c + 2, T, h, w)}. With `time_reversal` p a clip plays backwards (its latents flipped in
+    time: the encoder works frame by frame; its flow flipped and negated) with its caption's direction flipped.
     """
-    lat, text = data["latents"], data["text"]
+    lat, text, flow = data["latents"], data["text"], data.get("flow")
 
     def batch_fn(step, g):
         idx = torch.randint(0, len(lat["mean"]), (batch_size,), generator=g)
         z = scale * posterior_sample(lat, idx, g)
+        f = None if flow is None else flow[idx]
         out = {k: v[idx] for k, v in text.items()}
         if time_reversal:
             back = torch.rand(batch_size, generator=g) < time_reversal
-            z = torch.where(back[:, None, None, None, None], z.flip(2), z)
+            flip = back[:, None, None, None, None]
+            z = torch.where(flip, z.flip(2), z)
+            f = None if f is None else torch.where(flip, -f.flip(2), f)
             out = {k: torch.where(back.view(-1, *[1] * (v.dim() - 1)), data["text_reversed"][k][idx], v)
                    for k, v in out.items()}
-        return {"x": z, **out}
+        return {"x": z if f is None else torch.cat([z, f], 1), **out}
     return batch_fn
 
 
@@ -299,11 +335,8 @@ def decoder_loss(x_hat: torch.Tensor, x: torch.Tensor, temporal_weight: float) -
 
     x_hat, x: (B, 3, T, H, W). Returns (loss, {"rec", "temporal", "psnr"}).
     """
-    if x_hat.shape != x.shape or x.dim() != 5 or x.shape[2] < 2:
-        raise ValueError(f"x_hat and x must be clips of one shape (B, 3, T >= 2, H, W), got {tuple(x_hat.shape)} "
-                         f"and {tuple(x.shape)}")
+    temporal = frame_difference_mse(x_hat, x)                          # checks the shapes
     rec = (x_hat - x).pow(2).mean()
-    temporal = (x_hat.diff(dim=2) - x.diff(dim=2)).pow(2).mean()
     with torch.no_grad():
         p = psnr(x_hat.clamp(-1, 1), x).mean()
     return rec + temporal_weight * temporal, {"rec": rec.detach(), "temporal": temporal.detach(), "psnr": p}
@@ -315,6 +348,6 @@ def decoder_loss_fn(temporal_weight: float):
     return loss_fn
 
 
-__all__ = ["RGB", "VAERecipe", "LatentRecipe", "VideoRecipe", "DecoderRecipe", "build_vae", "scale_factor",
-           "build_latent_unet", "build_video_model", "build_decoder", "latent_side", "LatentCodec", "encode_pool", "posterior_sample", "vae_batch_fn", "vae_loss_fn", "latent_batch_fn",
+__all__ = ["RGB", "FLOW", "VAERecipe", "LatentRecipe", "VideoRecipe", "DecoderRecipe", "build_vae", "scale_factor",
+           "build_latent_unet", "build_video_model", "build_decoder", "motion_channels", "latent_flow", "latent_side", "LatentCodec", "encode_pool", "posterior_sample", "vae_batch_fn", "vae_loss_fn", "latent_batch_fn",
            "latent_loss_fn", "decoder_batch_fn", "decoder_loss", "decoder_loss_fn"]

@@ -1,0 +1,165 @@
+"""Chapter 06's recipe beyond the paper's core. Motion channels: the latent video model also denoises the clip's
+optical flow at the latents' resolution (VideoJAM, arXiv:2502.02492, as chapter 03 does in pixel space), through
+new layers on the frozen latent image model that start at zero. And the temporal decoder's padding in time."""
+import copy
+
+import pytest
+import torch
+
+from minivid.data import WorldConfig, flow_field, from_uint8, materialize_split, time_reversed
+from minivid.models import UNet2D, unet2d_config
+from minivid.models.vae import AutoencoderKL, vae_config
+from minivid.models.alignment import AlignmentConfig, TemporalDecoder, align, alignment_parameters, set_alpha
+from minivid.pipelines import ch06
+from minivid.pipelines.ch06_latents import FLOW, latent_batch_fn, latent_flow, motion_channels
+from minivid.utils import make_generator
+
+D = 8
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _image_model():
+    torch.manual_seed(0)
+    net = UNet2D(unet2d_config("unet2d-tiny", in_channels=4, out_channels=4, context_dim=D, pooled_dim=D))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return net.eval()
+
+
+def _inputs(B=2, T=4, L=5):
+    g = torch.Generator().manual_seed(4)
+    text = {"context": torch.randn(B, L, D, generator=g), "context_mask": torch.ones(B, L, dtype=torch.bool),
+            "pooled": torch.randn(B, D, generator=g)}
+    return torch.randn(B, 4 + FLOW, T, 8, 8, generator=g), torch.tensor([10, 700][:B]), text
+
+
+def test_at_initialisation_the_latent_channels_are_the_image_model_frame_by_frame_whatever_the_flow():
+    image = _image_model()
+    video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16, attn_levels=(0,), motion_channels=FLOW))
+    x, t, text = _inputs()
+    with torch.no_grad():
+        out = video(x, t, **text)
+        assert out.shape == x.shape, "latents and flow in, latents and flow out"
+        assert torch.equal(out[:, :4], image(x[:, :4], t, **text)), "the image model, exactly"
+        x2 = x.clone()
+        x2[:, 4:] = torch.randn_like(x2[:, 4:])
+        assert torch.equal(video(x2, t, **text)[:, :4], out[:, :4]), "the flow input starts at zero"
+        for p in alignment_parameters(video):
+            p.add_(0.05 * torch.randn_like(p))
+        set_alpha(video, 0.5)
+        assert not torch.equal(video(x2, t, **text)[:, :4], video(x, t, **text)[:, :4]), "once trained, it reads it"
+        assert video(x, t, **text)[:, 4:].abs().mean() > 1e-4, "and writes flow"
+        flags = torch.tensor([True, False])
+        assert torch.equal(video(x2, t, image=flags, **text)[:1, :4], out[:1, :4]), "image items ignore the flow"
+        set_alpha(video, 1.0)
+        assert torch.equal(video(x2, t, **text)[:, :4], out[:, :4]), "alpha = 1: the image model, whatever the flow"
+
+
+def test_only_the_temporal_and_motion_layers_train_and_bad_channel_counts_are_named():
+    image = _image_model()
+    video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16, motion_channels=FLOW))
+    names = {n for n, p in video.named_parameters() if p.requires_grad}
+    assert {n for n in names if n.startswith("extra_io.")} == {n for n, _ in video.extra_io.named_parameters(
+        prefix="extra_io")}, "every motion-channel parameter trains"
+    assert all(n.startswith(("temporal.", "extra_io.")) for n in names)
+    opt = torch.optim.AdamW(alignment_parameters(video), lr=1e-2)
+    x, t, text = _inputs()
+    for _ in range(2):
+        loss = video(x, t, **text).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    frozen = dict(image.named_parameters())
+    assert all(torch.equal(p, frozen[n]) for n, p in video.named_parameters() if n in frozen)
+    with pytest.raises(ValueError, match=r"\(B, 6, H, W\) or \(B, 6, T, H, W\)"):
+        video(x[:, :4], t, **text)
+    with pytest.raises(ValueError, match="already has 2 extra channels"):
+        video.add_extra_channels(2)
+    with pytest.raises(ValueError, match="motion_channels must be an int >= 0"):
+        AlignmentConfig(motion_channels=-1)
+    with pytest.raises(ValueError, match="motion_channels must be 0 or 2"):
+        ch06.VideoRecipe(alignment={"motion_channels": 3})
+    assert motion_channels(ch06.VideoRecipe(alignment={"motion_channels": FLOW})) == FLOW
+    assert motion_channels(ch06.get_preset("full").video) == 0 == motion_channels(ch06.get_preset("smoke").video), \
+        "off in the presets: tried, it made direction worse (the recipe's comment)"
+
+
+def _pool(n=12, size=16, frames=4):
+    return materialize_split("video_text", "train", n, seed=3, world=WorldConfig(size=size, frames=frames))
+
+
+def test_latent_flow_is_the_cell_mean_of_the_exact_flow():
+    pool = _pool()
+    world = WorldConfig(size=16, frames=4)
+    flow = flow_field(from_uint8(pool["x"]), pool["labels"]["direction"], pool["labels"]["speed"], world)
+    got = latent_flow(pool, factor=4, batch=5)                       # three batches
+    assert got.shape == (12, 2, 4, 4, 4)
+    want = torch.zeros_like(got)
+    for i in range(4):                                                # the naive mean over each 4x4 cell
+        for j in range(4):
+            want[..., i, j] = flow[..., 4 * i:4 * i + 4, 4 * j:4 * j + 4].mean((-1, -2))
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert got.abs().amax() > 0.05, "the objects move"
+    d = pool["labels"]["direction"]
+    sums = got.sum((2, 3, 4))                                         # (N, 2): x and y flow over each clip
+    assert ((d == 1) == (sums[:, 0] > 1e-3)).all() and ((d == 0) == (sums[:, 0] < -1e-3)).all(), "right: +x"
+    assert ((d >= 2) == (sums[:, 1].abs() > 1e-3)).all(), "up and down move along y only"
+
+
+def test_a_clip_played_backwards_brings_its_reversed_flow():
+    pool = _pool()
+    rev = time_reversed(pool)
+    flow, flow_rev = latent_flow(pool, 4), latent_flow(rev, 4)
+    torch.testing.assert_close(flow_rev, -flow.flip(2), atol=1e-6, rtol=0, msg="reversal negates and flips the flow")
+    n = len(pool["captions"])
+    lat = {"mean": torch.randn(n, 4, 4, 4, 4), "std": torch.zeros(n, 4, 4, 4, 4)}
+    text = {"pooled": torch.arange(n, dtype=torch.float32)[:, None]}
+    data = {"latents": lat, "text": text, "text_reversed": {"pooled": -text["pooled"] - 1}, "flow": flow}
+    batch = latent_batch_fn(16, data, scale=1.0, time_reversal=0.5)(0, make_generator(0))
+    assert batch["x"].shape == (16, 4 + FLOW, 4, 4, 4)
+    back = batch["pooled"][:, 0] < 0
+    assert back.any() and (~back).any()
+    idx = torch.where(back, -batch["pooled"][:, 0] - 1, batch["pooled"][:, 0]).long()
+    for b in range(16):
+        z, f = lat["mean"][idx[b]], flow[idx[b]]
+        want = torch.cat([z.flip(1), -f.flip(1)]) if back[b] else torch.cat([z, f])
+        assert torch.equal(batch["x"][b], want), b
+
+
+def test_a_replicate_padded_decoder_decodes_a_still_clip_the_same_at_every_frame():
+    torch.manual_seed(0)
+    vae = AutoencoderKL(vae_config("vae-tiny", channels=8, groups=4)).eval()
+    z = torch.randn(2, 4, 1, 4, 4).expand(2, 4, 5, 4, 4)              # a still clip: every frame's latents equal
+    outs = {}
+    for pad in ("zeros", "replicate"):
+        dec = TemporalDecoder(copy.deepcopy(vae), kernel=3, padding=pad)
+        with torch.no_grad():
+            assert torch.equal(dec(z), vae.decode(z[:, :, 0]).unsqueeze(2).expand(-1, -1, 5, -1, -1)), "identity"
+            for p in alignment_parameters(dec):
+                p.add_(0.1 * torch.randn_like(p))
+            outs[pad] = dec(z)
+    ends = (outs["zeros"][:, :, 0] - outs["zeros"][:, :, 2]).abs().amax()
+    assert ends > 1e-3, "zero padding: the end frames see a blank neighbour and decode differently"
+    assert (outs["replicate"] - outs["replicate"][:, :, :1]).abs().amax() < 1e-5, "replicate: the same everywhere"
+    with pytest.raises(ValueError, match="padding must be one of"):
+        ch06.DecoderRecipe(padding="reflect")
+
+
+def test_a_smoke_run_with_motion_channels_trains_on_latents_and_flow_and_samples_latents_only():
+    from dataclasses import replace
+
+    from minivid.pipelines import common
+    p = ch06.get_preset("smoke")
+    q = replace(p, name="smoke-motion", video=replace(p.video, alignment={**p.video.alignment, "motion_channels": FLOW}))
+    with common.capture_training() as got:
+        ch06.train_video(q, progress=False)
+    setup = [s for s in got if s.desc.startswith("ch06 temporal alignment layers")][0]
+    b = setup.batch_fn(0, make_generator(0))
+    assert b["x"].shape[1:] == (4 + FLOW, p.video.frames, 8, 8), "latents, then their flow"
+    assert any(n.startswith("extra_io.") for n in setup.trainable), "the motion channels' layers train"
+    clips, z = ch06.generate(["a big red circle moving to the right"], preset=q, steps=2, progress=False,
+                             return_latents=True)
+    assert z.shape == (1, 4, p.video.frames, 8, 8) and clips.shape == (1, 3, p.video.frames, 32, 32)
