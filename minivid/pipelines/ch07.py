@@ -89,9 +89,10 @@ PRESETS = {
         # random 9-frame windows of the clips with a cosine learning rate. From scratch on whole clips (the recipe
         # recorded 2026-12-02: 720 steps, 24.1-27.9 dB, shape 0.58-0.75) it missed the small squares; by hand
         # (256 held-out clips, a Zen 3 AVX2 EPYC, not a recorded bench), seed 0: from scratch 27.5 dB, shape 0.78;
-        # inflated 37.1 dB (seed 1: 37.6), colour, shape, size and motion 1.00 at both seeds, flicker 0.0038 and
-        # 0.0037 (real clips 0.0011, the recorded per-frame VAE 0.0020-0.0030); with temporal_weight=1, seed 0:
-        # 37.5 dB, all 1.00, flicker 0.0035; temporal_weight=4: 37.6 dB, flicker 0.0035 (the term saturates).
+        # inflated 37.1 dB (seeds 1, 2: 37.6, 37.1), colour, shape, size and motion 1.00 at all three, flicker
+        # 0.0038, 0.0037, 0.0039 (real clips 0.0011, the recorded per-frame VAE 0.0020-0.0030); with
+        # temporal_weight=1, seed 0: 37.5 dB, all 1.00, flicker 0.0035; temporal_weight=4: 37.6 dB, flicker 0.0035
+        # (the term saturates).
         # Step times: whole clips ran at 0.74 s/step on the idle 2-core AVX-512 AMD EPYC with two threads (720 steps,
         # ~8.9 min); 9-frame windows about 9/17 of that, ~0.39 s/step: 1400 steps ~9.1 min. The per-frame VAE at 64
         # frames, 0.41 s/step on one thread, ~0.21 on two: the same minutes. Encoding the 2000 captioned clips and
