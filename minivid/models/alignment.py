@@ -271,5 +271,6 @@ class TemporalDecoder(nn.Module):
         return unfold_frames(h, T)                                           # (B, 3, T, H, W)
 
 
-__all__ = ["PADDINGS", "AlignmentConfig", "check_kernel_and_alpha", "alpha_blend", "TemporalResBlock", "AlignmentLayer", "align",
+__all__ = ["PADDINGS", "AlignmentConfig", "check_kernel_and_alpha", "alpha_blend", "TemporalResBlock", "AlignmentLayer",
+           "align",
            "alignment_parameters", "alphas", "set_alpha", "TemporalDecoder"]

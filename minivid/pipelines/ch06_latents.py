@@ -349,5 +349,6 @@ def decoder_loss_fn(temporal_weight: float):
 
 
 __all__ = ["RGB", "FLOW", "VAERecipe", "LatentRecipe", "VideoRecipe", "DecoderRecipe", "build_vae", "scale_factor",
-           "build_latent_unet", "build_video_model", "build_decoder", "motion_channels", "latent_flow", "latent_side", "LatentCodec", "encode_pool", "posterior_sample", "vae_batch_fn", "vae_loss_fn", "latent_batch_fn",
+           "build_latent_unet", "build_video_model", "build_decoder", "motion_channels", "latent_flow", "latent_side",
+           "LatentCodec", "encode_pool", "posterior_sample", "vae_batch_fn", "vae_loss_fn", "latent_batch_fn",
            "latent_loss_fn", "decoder_batch_fn", "decoder_loss", "decoder_loss_fn"]

@@ -150,7 +150,8 @@ def _train(what: str, preset, seed: int, progress: bool, retrain: bool, recipe: 
     torch.manual_seed(seed)
     c, n, h, w = latent_shape(r)
     label = "causal video VAE" if r.kind == "video" else "per-frame VAE"
-    state = load_or_train(initial_vae(r, p.image_vae_preset, seed), loss_fn_for(r), batch_fn_for(r, training_clips(r)), r, path, seed=seed,
+    state = load_or_train(initial_vae(r, p.image_vae_preset, seed), loss_fn_for(r), batch_fn_for(r, training_clips(r)),
+                          r, path, seed=seed,
                           progress=progress, retrain=retrain, ckpt_every=200, command=train_command(p, what),
                           desc=f"ch07 {label} ({p.name}, {r.frames}x{r.size}x{r.size} -> {n}x{h}x{w}x{c})")
     return state.sampling_model.eval(), state
@@ -264,6 +265,7 @@ CLI = ChapterCLI(train=cli_train, demo_rank=0,
                  summary="CogVideoX's 3-D causal video VAE: 17 frames of 32x32 -> 5 latent frames of 8x8")
 
 __all__ = ["MODEL_VERSION", "KINDS", "MATCHED", "VAERecipe", "Ch07Preset", "PRESETS", "get_preset", "checkpoint_path",
-           "train_command", "initial_vae", "model_config", "build_vae", "latent_shape", "latent_values", "training_clips",
+           "train_command", "initial_vae", "model_config", "build_vae", "latent_shape", "latent_values",
+           "training_clips",
            "batch_fn_for", "loss_fn_for", "encode", "decode", "reconstruct", "train_vae", "train_frame_vae",
            "load_vae", "latents_path", "encode_pool", "decode_latents", "cli_train", "CLI"]
