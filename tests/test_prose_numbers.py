@@ -251,3 +251,10 @@ def test_marked_numbers_in_the_ops_appendix_agree_with_the_records():
     problems = check_markers(path.read_text(encoding="utf-8"), "chapters/appendix_ops.md", "ops",
                              _loader(results.RESULTS_DIR))
     assert not problems, "\n".join(problems)
+
+
+def test_marked_numbers_in_the_readme_agree_with_the_records():
+    """The README has no results of its own: its markers name the chapter, `ch07.recon_psnr_min`."""
+    problems = check_markers((REPO_ROOT / "README.md").read_text(encoding="utf-8"), "README.md", None,
+                             _loader(results.RESULTS_DIR))
+    assert not problems, "\n".join(problems)

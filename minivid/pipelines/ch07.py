@@ -92,7 +92,8 @@ PRESETS = {
         # inflated 37.1 dB (seeds 1, 2: 37.6, 37.1), colour, shape, size and motion 1.00 at all three, flicker
         # 0.0038, 0.0037, 0.0039 (real clips 0.0011, the recorded per-frame VAE 0.0020-0.0030); with
         # temporal_weight=1, seed 0: 37.5 dB, all 1.00, flicker 0.0035; temporal_weight=4: 37.6 dB, flicker 0.0035
-        # (the term saturates).
+        # (the term saturates). Recorded (chapters/results/ch07.json, 3 seeds, a Zen 5 AVX-512 EPYC): 35.8-37.8 dB,
+        # every attribute 1.00, flicker 0.0035-0.0040, 6.2-7.0 minutes a seed.
         # Step times: whole clips ran at 0.74 s/step on the idle 2-core AVX-512 AMD EPYC with two threads (720 steps,
         # ~8.9 min); 9-frame windows about 9/17 of that, ~0.39 s/step: 1400 steps ~9.1 min. The per-frame VAE at 64
         # frames, 0.41 s/step on one thread, ~0.21 on two: the same minutes. Encoding the 2000 captioned clips and
