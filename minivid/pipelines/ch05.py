@@ -82,8 +82,9 @@ PRESETS = {
     ),
     "full": Ch05Preset(
         name="full",
-        # step times measured by `python -m minivid bench perf` (chapters/results/perf.json, 2 cores): TSR 0.455 s,
-        # SSR 0.372 s; the steps keep each stage under 10 minutes with a 10 % margin for run-to-run timing noise
+        # step times measured by `python -m minivid bench perf` (its 2026-12-01 record, 2 cores, a slower EPYC than
+        # today's record's, where both are 0.20 s): TSR 0.455 s, SSR 0.372 s; the steps keep each stage under 10
+        # minutes there, with a 10 % margin for run-to-run timing noise
         tsr=StageRecipe(kind="tsr", steps=1100),                                      # ~8.3 min
         ssr=StageRecipe(kind="ssr", crop=16, steps=1400,                              # ~8.7 min
                         unet_overrides={"temporal_attn_levels": (1,), "frame_embedding": True}),
