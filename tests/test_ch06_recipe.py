@@ -163,3 +163,25 @@ def test_a_smoke_run_with_motion_channels_trains_on_latents_and_flow_and_samples
     clips, z = ch06.generate(["a big red circle moving to the right"], preset=q, steps=2, progress=False,
                              return_latents=True)
     assert z.shape == (1, 4, p.video.frames, 8, 8) and clips.shape == (1, 3, p.video.frames, 32, 32)
+
+
+def test_the_temporal_layers_loss_draws_shifted_timesteps():
+    """t_shift reaches the loss: with shift 3 the model is asked about noisier timesteps than with 1, same draws."""
+    from minivid.diffusion import make_schedule
+    from minivid.pipelines.ch06_latents import VideoRecipe, latent_loss_fn
+
+    with pytest.raises(ValueError, match="t_shift"):
+        VideoRecipe(t_shift=0.0)
+    seen = {}
+
+    def net(x, t, **_):
+        seen.setdefault("t", []).append(t.clone())
+        return torch.zeros_like(x)
+
+    null = {"context": torch.zeros(1, 4, 8), "context_mask": torch.ones(1, 4, dtype=torch.bool),
+            "pooled": torch.zeros(1, 8)}
+    batch = {"x": torch.randn(64, 4, 3, 2, 2), **{k: v.expand(64, *v.shape[1:]) for k, v in null.items()}}
+    for shift in (1.0, 3.0):
+        latent_loss_fn(make_schedule("cosine", 1000), "v", null, 0.0, t_shift=shift)(net, batch, make_generator(0))
+    plain, shifted = seen["t"]
+    assert bool((shifted >= plain).all()) and bool((shifted > plain).any())

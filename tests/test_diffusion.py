@@ -22,6 +22,8 @@ from minivid.diffusion import (
     q_posterior,
     q_sample,
     q_step,
+    sample_timesteps,
+    shifted_timesteps,
     training_target,
     v_from_x0_eps,
     x0_eps_from_v,
@@ -393,3 +395,22 @@ def test_mixed_noise_keeps_each_frame_standard_normal_and_correlates_frames_as_p
     assert abs(torch.corrcoef(torch.stack([n[:, 0, 0, 0, 0], n[:, 0, 0, 1, 0]]))[0, 1].item()) < 0.06
     with pytest.raises(ValueError, match="alpha"):
         mixed_noise((1, 1, 2, 1, 1), -1.0)
+
+
+# ----------------------------------------------------------------------------- SNR-shifted timestep sampling
+def test_shifted_timesteps_divide_the_snr_by_shift_squared():
+    """shift=1 is the uniform draw, draw for draw; shift=s moves every t to where the SNR is SNR(t)/s^2 (to the
+    grid's resolution: between the two neighbouring timesteps), so later, noisier t."""
+    s = make_schedule("cosine", 1000)
+    u = sample_timesteps(4096, s, torch.Generator().manual_seed(0))
+    assert torch.equal(shifted_timesteps(4096, s, 1.0, torch.Generator().manual_seed(0)), u)
+    for shift in (1.5, 3.0):
+        t = shifted_timesteps(4096, s, shift, torch.Generator().manual_seed(0))
+        assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= s.T - 1
+        assert bool((t >= u).all()) and float((t > u).float().mean()) > 0.95          # noisier, not less noisy
+        inner = (t > 0) & (t < s.T - 1)
+        target = s.snr[u[inner]] / shift ** 2
+        assert bool((s.snr[t[inner]] <= target * (1 + 1e-9)).all())                   # at or past the target...
+        assert bool((s.snr[t[inner] - 1] > target).all())                             # ...by less than one step
+    with pytest.raises(ValueError, match="shift"):
+        shifted_timesteps(4, s, 0.0)

@@ -144,6 +144,26 @@ def sample_timesteps(n: int, schedule: Schedule, generator: torch.Generator | No
     return torch.randint(0, schedule.T, (n,), generator=generator, device=dev).to(device)
 
 
+def shifted_timesteps(n: int, schedule: Schedule, shift: float = 1.0, generator: torch.Generator | None = None,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """t drawn uniformly, then moved to the timestep whose SNR is SNR(t) / shift^2: (n,) long.
+
+    Training a model of a fixed schedule as if its schedule were SNR-shifted (SD3, arXiv:2403.03206, Sec. 5.3.2,
+    on resolution-dependent shifting): shift > 1 spends more of training at high noise, where a clip's layout and
+    motion are decided, without changing the schedule a frozen model was trained with. shift=1 is
+    `sample_timesteps`, draw for draw.
+    """
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    t = sample_timesteps(n, schedule, generator, device=device)
+    if shift == 1:
+        return t
+    log_snr = schedule.snr.clamp_min(1e-30).log()                       # (T,) decreasing in t
+    target = log_snr[t.cpu()] - 2 * torch.log(torch.tensor(shift, dtype=torch.float64))
+    moved = torch.searchsorted(-log_snr, -target).clamp_max(schedule.T - 1)   # first t with log SNR <= target
+    return moved.to(device)
+
+
 def mixed_noise(shape: tuple[int, ...], alpha: float = 0.0, generator: torch.Generator | None = None,
                 frame_dim: int = 2, device=None) -> torch.Tensor:
     """Noise shared across frames in part: PYoCo's *mixed noise* (Ge et al. 2023, arXiv:2305.10474, Sec. 3.2).
@@ -212,6 +232,6 @@ def _same_shape(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must have the shape of x {tuple(a.shape)}, got {tuple(b.shape)}")
 
 
-__all__ = ["OBJECTIVES", "q_sample", "q_step", "q_posterior", "snr", "predict_x0_from_eps",
+__all__ = ["OBJECTIVES", "q_sample", "q_step", "q_posterior", "snr", "shifted_timesteps", "predict_x0_from_eps",
            "predict_eps_from_x0", "v_from_x0_eps", "x0_eps_from_v", "model_output_to_x0_eps",
            "training_target", "sample_timesteps", "diffusion_loss"]

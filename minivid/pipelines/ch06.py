@@ -222,9 +222,9 @@ def train_video(preset="full", seed: int = 0, progress: bool = True, retrain: bo
         return latent_batch_fn(r.batch_size, lat, codec.scale, r.time_reversal)
     torch.manual_seed(seed)
     model = build_video_model(r, image.model)
-    state = load_or_train(model, latent_loss_fn(image.schedule, image.objective, image.cond.null_features(), r.p_uncond),
-                          lazy_batches(data), r, checkpoint_path("video", p, seed), seed=seed, progress=progress,
-                          retrain=retrain, params=alignment_parameters(model), ckpt_every=250,
+    loss_fn = latent_loss_fn(image.schedule, image.objective, image.cond.null_features(), r.p_uncond, r.t_shift)
+    state = load_or_train(model, loss_fn, lazy_batches(data), r, checkpoint_path("video", p, seed), seed=seed,
+                          progress=progress, retrain=retrain, params=alignment_parameters(model), ckpt_every=250,
                           command=train_command(p), desc=f"ch06 temporal alignment layers ({p.name})")
     return image._replace(model=state.sampling_model.eval().requires_grad_(False)), state
 
