@@ -185,3 +185,37 @@ def test_the_temporal_layers_loss_draws_shifted_timesteps():
         latent_loss_fn(make_schedule("cosine", 1000), "v", null, 0.0, t_shift=shift)(net, batch, make_generator(0))
     plain, shifted = seen["t"]
     assert bool((shifted >= plain).all()) and bool((shifted > plain).any())
+
+
+def _text_layers(video):
+    return [m.text for m in video.modules() if getattr(m, "text", None) is not None]
+
+
+def test_temporal_attention_with_its_own_text_read_starts_as_the_image_model_and_ignores_null_text():
+    """text_tokens_in_time: each temporal attention adds a zero-initialised projection of the mean real text token.
+    At initialisation the video model is the image model exactly; once the projection is trained it reads the
+    caption, and a caption with no real token (classifier-free guidance's null) adds nothing."""
+    image = _image_model()
+    x, t, text = _inputs()
+    x = x[:, :4]
+    cfg = AlignmentConfig(head_dim=16, attn_levels=(0,), text_tokens_in_time=True)
+    video = align(copy.deepcopy(image), cfg)
+    proj = _text_layers(video)
+    assert proj and all(p.in_features == D for p in proj)
+    assert all(p.weight.requires_grad for p in proj) and set(map(id, (q for p in proj for q in p.parameters()))) <= \
+        set(map(id, alignment_parameters(video)))
+    with torch.no_grad():
+        assert torch.equal(video(x, t, **text), image(x, t, **text))
+        set_alpha(video, 0.3)
+        for p in proj:                                  # the text read, trained
+            p.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(7))
+        other = {**text, "context": text["context"].flip(1)}
+        other["context"][:, 0] += 1.0                   # another caption: another mean token
+        assert not torch.allclose(video(x, t, **text), video(x, t, **other))
+        null = {**text, "context_mask": torch.zeros_like(text["context_mask"])}
+        with_read = video(x, t, **null)
+        for p in proj:
+            p.weight.zero_()
+        assert torch.equal(with_read, video(x, t, **null))
+    with pytest.raises(ValueError, match="context_dim"):
+        align(UNet2D(unet2d_config("unet2d-tiny", in_channels=4, out_channels=4)), cfg)

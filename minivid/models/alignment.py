@@ -51,6 +51,7 @@ class AlignmentConfig:
     rel_pos_buckets: int = 16
     rel_pos_max_distance: int = 32
     text_in_time: bool = True           # temporal attention also reads the block embedding (time + pooled text)
+    text_tokens_in_time: bool = False   # ... and the text tokens' mean through a projection of its own (zero init)
     alpha_init: float = 0.5             # every alpha at initialisation (logit = log(a / (1 - a)))
     motion_channels: int = 0            # also denoise this many flow channels (`UNet2D.add_extra_channels`; 2: x, y)
 
@@ -183,10 +184,13 @@ def align(unet: UNet2D, cfg: AlignmentConfig | None = None) -> UNet2D:
     if not isinstance(unet, UNet2D):
         raise TypeError(f"align grows a UNet2D (the latent image model), got {type(unet).__name__}")
     E, g = 4 * unet.cfg.channels, unet.cfg.groups
+    if cfg.text_tokens_in_time and unet.cfg.context_dim is None:
+        raise ValueError("text_tokens_in_time needs an image model with text tokens (context_dim), got None")
 
     def attn(name, ch):
         return TemporalAttention(f"{name}_tattn", ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance,
-                                 emb_dim=E if cfg.text_in_time else None)
+                                 emb_dim=E if cfg.text_in_time else None,
+                                 context_dim=unet.cfg.context_dim if cfg.text_tokens_in_time else None)
 
     plan = {}
     for b in unet.blocks():

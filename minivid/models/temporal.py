@@ -108,7 +108,7 @@ class TemporalAttention(nn.Module):
     """
 
     def __init__(self, name: str, channels: int, head_dim: int, buckets: int = 16, max_distance: int = 32,
-                 emb_dim: int | None = None):
+                 emb_dim: int | None = None, context_dim: int | None = None):
         super().__init__()
         self.name, self.channels = name, channels
         self.heads = max(1, channels // head_dim)
@@ -117,9 +117,12 @@ class TemporalAttention(nn.Module):
         self.rel_pos = RelativePositionBias(self.heads, buckets, max_distance)
         self.proj = zero_module(nn.Linear(channels, channels))
         self.emb = zero_module(nn.Linear(emb_dim, channels)) if emb_dim else None
+        self.text = zero_module(nn.Linear(context_dim, channels)) if context_dim else None     # its own text read
 
-    def forward(self, x, num_frames: int, image=None, emb=None, **_):
-        """x: (B*T, C, H, W); image: (B,) bool or None; emb: (B*T, E) (read when built with emb_dim) -> x's shape."""
+    def forward(self, x, num_frames: int, image=None, emb=None, context=None, context_mask=None, **_):
+        """x: (B*T, C, H, W); image: (B,) bool or None; emb: (B*T, E) (read when built with emb_dim); context:
+        (B*T, L, Dc) text tokens and context_mask (B*T, L) bool (read when built with context_dim: their mean over
+        the real tokens, through a zero-initialised projection; no real token = no text) -> x's shape."""
         N, C, H, W = x.shape
         T, B = num_frames, N // num_frames
         tok = x.reshape(B, T, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)   # as pixel_sequences (3.2)
@@ -127,6 +130,11 @@ class TemporalAttention(nn.Module):
         if self.emb is not None:
             e = self.emb(F.silu(emb)).reshape(B, 1, T, C).expand(B, H * W, T, C).reshape(B * H * W, T, C)
             h = h + e
+        if self.text is not None and context is not None:
+            real = (torch.ones(context.shape[:2], dtype=torch.bool, device=x.device) if context_mask is None
+                    else context_mask.bool()).to(context.dtype)[..., None]                     # (B*T, L, 1)
+            mean = (context * real).sum(1) / real.sum(1).clamp_min(1)                           # (B*T, Dc)
+            h = h + self.text(mean).reshape(B, 1, T, C).expand(B, H * W, T, C).reshape(B * H * W, T, C)
         q, k, v = self.qkv(h).reshape(B * H * W, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         mask = temporal_attention_mask(image, T)                           # (B, T, T) or None
         if mask is not None:

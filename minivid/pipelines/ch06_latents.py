@@ -120,6 +120,8 @@ class VideoRecipe:
     # "down" judged left 34/67: the pairs whose pooled text features seed 1's frozen text encoder puts closest
     # (cosine of "a big red circle moving up"/"... right" 0.87, down/left 0.80; seed 0 0.78 and 0.76, seed 2 0.64
     # and 0.75). The temporal layers read the text only through the frozen image model's block embedding.
+    # Giving them their own text read (AlignmentConfig.text_tokens_in_time) did not help seed 1: 0.56 at t_shift=1,
+    # 0.62 at 2 (frame decoder, by hand, same machine).
     t_shift: float = 1.0
     steps: int = 3000                  # ~0.15 s/step on 2 cores (0.21-0.36 s with one thread): ~7.5 min
     batch_size: int = 8
