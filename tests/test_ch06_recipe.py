@@ -1,17 +1,20 @@
 """Chapter 06's recipe beyond the paper's core. Motion channels: the latent video model also denoises the clip's
 optical flow at the latents' resolution (VideoJAM, arXiv:2502.02492, as chapter 03 does in pixel space), through
-new layers on the frozen latent image model that start at zero. And the temporal decoder's padding in time."""
+new layers on the frozen latent image model that start at zero. The temporal decoder's padding in time. The
+temporal layers' shifted training timesteps and their own text read."""
 import copy
 
 import pytest
 import torch
 
 from minivid.data import WorldConfig, flow_field, from_uint8, materialize_split, time_reversed
+from minivid.diffusion import make_schedule
 from minivid.models import UNet2D, unet2d_config
 from minivid.models.vae import AutoencoderKL, vae_config
 from minivid.models.alignment import AlignmentConfig, TemporalDecoder, align, alignment_parameters, set_alpha
 from minivid.pipelines import ch06
-from minivid.pipelines.ch06_latents import FLOW, latent_batch_fn, latent_flow, motion_channels
+from minivid.pipelines.ch06_latents import (FLOW, VideoRecipe, latent_batch_fn, latent_flow, latent_loss_fn,
+                                            motion_channels)
 from minivid.utils import make_generator
 
 D = 8
@@ -167,9 +170,6 @@ def test_a_smoke_run_with_motion_channels_trains_on_latents_and_flow_and_samples
 
 def test_the_temporal_layers_loss_draws_shifted_timesteps():
     """t_shift reaches the loss: with shift 3 the model is asked about noisier timesteps than with 1, same draws."""
-    from minivid.diffusion import make_schedule
-    from minivid.pipelines.ch06_latents import VideoRecipe, latent_loss_fn
-
     with pytest.raises(ValueError, match="t_shift"):
         VideoRecipe(t_shift=0.0)
     seen = {}

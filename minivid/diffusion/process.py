@@ -9,6 +9,7 @@ Every function works for any rank: x is (B, ...) — (B, 2) toy points, (B, C, H
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -159,7 +160,7 @@ def shifted_timesteps(n: int, schedule: Schedule, shift: float = 1.0, generator:
     if shift == 1:
         return t
     log_snr = schedule.snr.clamp_min(1e-30).log()                       # (T,) decreasing in t
-    target = log_snr[t.cpu()] - 2 * torch.log(torch.tensor(shift, dtype=torch.float64))
+    target = log_snr[t.cpu()] - 2 * math.log(shift)
     moved = torch.searchsorted(-log_snr, -target).clamp_max(schedule.T - 1)   # first t with log SNR <= target
     return moved.to(device)
 

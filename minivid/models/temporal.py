@@ -127,14 +127,15 @@ class TemporalAttention(nn.Module):
         T, B = num_frames, N // num_frames
         tok = x.reshape(B, T, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)   # as pixel_sequences (3.2)
         h = self.norm(tok)
+        per_frame = []                                                     # (B*T, C) each: added at every pixel
         if self.emb is not None:
-            e = self.emb(F.silu(emb)).reshape(B, 1, T, C).expand(B, H * W, T, C).reshape(B * H * W, T, C)
-            h = h + e
+            per_frame.append(self.emb(F.silu(emb)))
         if self.text is not None and context is not None:
             real = (torch.ones(context.shape[:2], dtype=torch.bool, device=x.device) if context_mask is None
                     else context_mask.bool()).to(context.dtype)[..., None]                     # (B*T, L, 1)
-            mean = (context * real).sum(1) / real.sum(1).clamp_min(1)                           # (B*T, Dc)
-            h = h + self.text(mean).reshape(B, 1, T, C).expand(B, H * W, T, C).reshape(B * H * W, T, C)
+            per_frame.append(self.text((context * real).sum(1) / real.sum(1).clamp_min(1)))   # mean real token
+        if per_frame:
+            h = h + sum(per_frame).reshape(B, 1, T, C).expand(B, H * W, T, C).reshape(B * H * W, T, C)
         q, k, v = self.qkv(h).reshape(B * H * W, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         mask = temporal_attention_mask(image, T)                           # (B, T, T) or None
         if mask is not None:
