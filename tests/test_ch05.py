@@ -291,12 +291,19 @@ def test_smoke_cascade_end_to_end_stages_cli_and_bench():
         assert not torch.equal(fewer["tsr"], out["tsr"]), "steps per stage"
         assert ch05.CLI.generate is ch05.cli_generate and ch05.CLI.demo_rank == 0
         from minivid.bench import ch05 as bench
-        res = bench.run("smoke")
+        from minivid.bench import ch05_ablations as ablations
+        res, abl = bench.run("smoke"), ablations.run("smoke")
     figs = res["figures"]
-    for k in (*bench.HEADLINE, "heldout_flicker_real", "sample_s_per_clip_ssr", "ablation_noaug_generated_validity",
-              "ablation_aug_real_validity", "sweep_best_level", "tsr_psnr_repeat", "tsr_psnr_blank", "tsr_psnr_linear",
-              "baseline_validity", "baseline_train_minutes", "baseline_sample_s_per_clip"):
+    for k in (*bench.HEADLINE, "heldout_flicker_real", "sample_s_per_clip_ssr", "stage_tsr_validity"):
         assert k in figs, k
-    assert {"stages", "augmentation", "aug_sweep", "tsr_fill", "single_stage_vs_cascade"} <= set(res["tables"])
-    assert [r["aug level"] for r in res["tables"]["aug_sweep"]] == list(ch05.get_preset("smoke").aug_levels)
+    assert set(res["tables"]) == {"stages"}
+    figs = abl["figures"]
+    for k in ("ablation_noaug_generated_validity", "ablation_aug_real_validity", "sweep_best_level", "tsr_psnr_repeat",
+              "tsr_psnr_blank", "tsr_psnr_linear", "baseline_validity", "baseline_train_minutes",
+              "baseline_sample_s_per_clip", "cascade_validity", "cascade_sample_s_per_clip", "ssr_steps1_w1_validity"):
+        assert k in figs, k
+    assert {"augmentation", "aug_sweep", "ssr_sampling", "tsr_fill", "single_stage_vs_cascade"} == set(abl["tables"])
+    assert [r["aug level"] for r in abl["tables"]["aug_sweep"]] == list(ch05.get_preset("smoke").aug_levels)
+    assert [(r["SSR DDIM steps"], r["SSR guidance"]) for r in abl["tables"]["ssr_sampling"]] == \
+        list(ablations.SSR_GRID["smoke"])
     assert replace(ch05.get_preset("smoke").tsr, aug=False) != ch05.get_preset("smoke").tsr

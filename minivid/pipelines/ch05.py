@@ -248,6 +248,11 @@ def _per_stage(value, default, name: str, kind=float, low=0) -> dict:
     return dict(zip(STAGES, map(kind, v)))
 
 
+def stage_steps(preset, stage: str) -> int:
+    """The DDIM steps a preset samples `stage` ("base" | "tsr" | "ssr") with for its judged clips."""
+    return _per_stage(get_preset(preset).eval_steps, 50, "eval_steps", int, 1)[stage]
+
+
 def cascade(prompts, *, preset="full", stages=STAGES, seed: int = 0, steps=50, guidance=None,
             aug_level: int | None = None, clips: torch.Tensor | None = None, models: Cascade | None = None,
             model_seed: int = 0, progress: bool = True, batch_size: int = 64) -> dict:
@@ -362,5 +367,6 @@ CLI = ChapterCLI(train=cli_train, generate=cli_generate, check=cli_check, frames
 
 __all__ = ["MODEL_VERSION", "STAGES", "FILLS", "StageRecipe", "Ch05Preset", "PRESETS", "get_preset", "base_recipe",
            "stage_recipe", "checkpoint_path", "train_command", "Stage", "build_stage", "stage_data", "train_stage",
-           "load_stage", "load_tsr", "load_ssr", "Cascade", "load_cascade", "check_stages", "run_stage", "cascade", "baseline_data",
+           "load_stage", "load_tsr", "load_ssr", "Cascade", "load_cascade", "check_stages", "run_stage", "stage_steps",
+           "cascade", "baseline_data",
            "train_baseline", "cli_train", "cli_generate", "CLI"]
