@@ -300,10 +300,11 @@ def test_smoke_cascade_end_to_end_stages_cli_and_bench():
     figs = abl["figures"]
     for k in ("ablation_noaug_generated_validity", "ablation_aug_real_validity", "sweep_best_level", "tsr_psnr_repeat",
               "tsr_psnr_blank", "tsr_psnr_linear", "baseline_validity", "baseline_train_minutes",
-              "baseline_sample_s_per_clip", "cascade_validity", "cascade_sample_s_per_clip", "ssr_steps1_w1_validity"):
+              "baseline_sample_s_per_clip", "cascade_validity", "cascade_sample_s_per_clip",
+              "upsample_tsr_w1_ssr_w1_steps1_validity"):
         assert k in figs, k
-    assert {"augmentation", "aug_sweep", "ssr_sampling", "tsr_fill", "single_stage_vs_cascade"} == set(abl["tables"])
+    assert {"augmentation", "aug_sweep", "upsampler_sampling", "tsr_fill", "single_stage_vs_cascade"} == set(abl["tables"])
     assert [r["aug level"] for r in abl["tables"]["aug_sweep"]] == list(ch05.get_preset("smoke").aug_levels)
-    assert [(r["SSR DDIM steps"], r["SSR guidance"]) for r in abl["tables"]["ssr_sampling"]] == \
-        list(ablations.SSR_GRID["smoke"])
+    assert [(r["TSR guidance"], r["SSR guidance"], r["SSR DDIM steps"]) for r in abl["tables"]["upsampler_sampling"]] \
+        == list(ablations.UPSAMPLER_GRID["smoke"])
     assert replace(ch05.get_preset("smoke").tsr, aug=False) != ch05.get_preset("smoke").tsr

@@ -5,7 +5,7 @@
 * noise-conditioning augmentation: both upsamplers trained with and without it, fed the same *generated* base clips,
   and the real low-res held-out clips (where no mismatch exists);
 * the augmentation-level sweep: the level the upsamplers are told at sampling, on generated base clips;
-* the SSR's sampling: DDIM steps and guidance scale, on the same generated TSR clips (the preset's choice measured);
+* the upsamplers' sampling: each one's guidance scale and the SSR's DDIM steps, on the same generated base clips;
 * the TSR fill: the in-between frames repeated vs blank + a mask channel - PSNR of the in-between frames on real
   held-out clips (against repeating the frame before, and linear blending), and the final clips judged;
 * the single-stage baseline: chapter 03's recipe making 16x32x32 directly, trained for about the cascade's total
@@ -25,8 +25,9 @@ from minivid.bench.ch05 import heldout_prompts, rows_to_figures, subset, train_m
 from minivid.eval import Judge
 from minivid.pipelines import ch03, ch05
 
-# (DDIM steps, guidance) of the SSR compared on the same generated TSR clips
-SSR_GRID = {"smoke": ((1, 1.0), (2, 2.0)), "full": ((10, 1.0), (10, 2.0), (20, 1.0), (20, 2.0))}
+# (TSR guidance, SSR guidance, SSR DDIM steps) compared on the same generated base clips
+UPSAMPLER_GRID = {"smoke": ((1.0, 1.0, 1), (2.0, 1.0, 2)),
+                  "full": ((1.0, 1.0, 10), (1.0, 1.0, 20), (2.0, 1.0, 10), (1.0, 2.0, 10), (2.0, 2.0, 10))}
 
 
 def _upsample(p, models, sub, low, seed, level):
@@ -79,18 +80,22 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     tables["aug_sweep"] = rows
     figures["sweep_best_level"] = max(p.aug_levels, key=lambda k: (swept[k]["validity"], swept[k]["shape_acc"], -k))
 
-    # the SSR's DDIM steps and guidance, on the same generated TSR clips
-    tsr = ch05.cascade(sub["captions"], stages=("tsr",), clips=gen_low, models=models, seed=seed, steps=p.eval_steps,
-                       progress=False)["tsr"]
-    rows = []
-    for steps, w in SSR_GRID[p.name]:
-        x, secs = _timed(lambda: ch05.cascade(sub["captions"], stages=("ssr",), clips=tsr, models=models, seed=seed,
-                                              steps=steps, guidance=(p.guidance[0], p.guidance[1], w),
+    # the upsamplers' guidance scales and the SSR's DDIM steps, on the same generated base clips
+    tsr_out, rows = {}, []
+    for w_tsr, w_ssr, steps in UPSAMPLER_GRID[p.name]:
+        if w_tsr not in tsr_out:
+            tsr_out[w_tsr] = ch05.cascade(sub["captions"], stages=("tsr",), clips=gen_low, models=models, seed=seed,
+                                          steps=p.eval_steps, guidance=(p.guidance[0], w_tsr, w_ssr),
+                                          progress=False)["tsr"]
+        x, secs = _timed(lambda: ch05.cascade(sub["captions"], stages=("ssr",), clips=tsr_out[w_tsr], models=models,
+                                              seed=seed, steps=steps, guidance=(p.guidance[0], w_tsr, w_ssr),
                                               progress=False)["ssr"])
         row = judged(judge, x, sub["labels"])
-        rows.append({"SSR DDIM steps": steps, "SSR guidance": w, **row, "SSR s/clip": secs / n})
-        rows_to_figures(figures, f"ssr_steps{steps}_w{w:g}", row, ("shape_acc", "temporal_consistency", "validity"))
-    tables["ssr_sampling"] = rows
+        rows.append({"TSR guidance": w_tsr, "SSR guidance": w_ssr, "SSR DDIM steps": steps, **row,
+                     "SSR s/clip": secs / n})
+        rows_to_figures(figures, f"upsample_tsr_w{w_tsr:g}_ssr_w{w_ssr:g}_steps{steps}", row,
+                        ("shape_acc", "temporal_consistency", "validity"))
+    tables["upsampler_sampling"] = rows
 
     # the TSR's in-between frames: repeated vs blank + mask
     cond, odd, target = models.base[2], slice(1, None, 2), sub["x_low"]
@@ -144,4 +149,4 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     return {"figures": figures, "tables": tables}
 
 
-__all__ = ["SSR_GRID", "run"]
+__all__ = ["UPSAMPLER_GRID", "run"]
