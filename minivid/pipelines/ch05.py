@@ -88,14 +88,15 @@ PRESETS = {
     "full": Ch05Preset(
         name="full",
         # step times on the 2-core Zen 5 EPYC that recorded chapter 07 (2026-12-02, idle, 2 threads): TSR ~0.25 s,
-        # SSR on 16x16 crops 0.27 s (20x20: 0.43 s, 24x24: 0.64 s, whole 32x32 frames: 1.17 s). On a slower EPYC
+        # SSR on 16x16 crops 0.23 s in training (4.4 steps/s; `bench.time_train_step`: 0.27 s; 20x20: 0.43 s,
+        # 24x24: 0.64 s, whole 32x32 frames: 1.17 s). On a slower EPYC
         # (the 2026-12-01 perf record) the TSR took 0.455 s and the SSR 0.372 s: there the SSR's 2000 steps exceed
         # 10 minutes. The SSR's steps: by hand, seed 0, 48 held-out prompts, TSR unguided, SSR unguided at DDIM-10,
         # the final clips' shape / temporal consistency / validity rose with its training - 1400 steps 0.88 / 0.83 /
         # 0.83, 2100: 0.92 / 0.86 / 0.85, 2800: 0.98 / 0.90 / 0.88 (24x24 crops, 1400 steps, 15 min: 1.00 / 0.96 /
-        # 0.83); 2000 is what fits 10 minutes here
+        # 0.83); 2000 steps took 7.5 minutes here, leaving room for a slower machine
         tsr=StageRecipe(kind="tsr", steps=1100),                                      # ~4.6 min
-        ssr=StageRecipe(kind="ssr", crop=16, steps=2000,                              # ~9.1 min
+        ssr=StageRecipe(kind="ssr", crop=16, steps=2000,                              # ~7.5 min
                         unet_overrides={"temporal_attn_levels": (1,), "frame_embedding": True}),
         # the single-stage baseline gets the cascade's whole budget (base 11.7 + TSR 8.3 + SSR 8.7 minutes) at an
         # estimated 1.4 s/step (12x chapter 03's step: 2x frames, 4x pixels, less than linear on 2 cores)
