@@ -50,6 +50,11 @@ def train_minutes(p, seed: int) -> dict:
     return {k: m for k, path in paths.items() if (m := recorded_minutes(path)) is not None}
 
 
+def flicker_ratio(row: dict, real: dict) -> float:
+    """A judged row's flicker over the real clips' (the target: within 2x)."""
+    return row["flicker"] / max(real["flicker"], 1e-8)
+
+
 def _main(p, seed: int, judge: Judge):
     """Train (or load) one seed's cascade, run it stage by stage on the held-out prompts, judge it."""
     models = ch05.load_cascade(p, seed)
@@ -65,7 +70,7 @@ def _main(p, seed: int, judge: Judge):
     figs = {f"heldout_{k}": v for k, v in final.items()}
     real = judged(judge, prompts["x"], prompts["labels"])
     figs["heldout_flicker_real"] = real["flicker"]
-    figs["heldout_flicker_ratio"] = final["flicker"] / max(real["flicker"], 1e-8)
+    figs["heldout_flicker_ratio"] = flicker_ratio(final, real)
     mins = train_minutes(p, seed)
     figs.update({f"{k}_train_minutes": v for k, v in mins.items()})
     if "tsr" in mins and "ssr" in mins:
@@ -82,7 +87,7 @@ def headline(preset: str = "smoke", seed: int = 0) -> dict:
 
 
 def rows_to_figures(figures: dict, prefix: str, row: dict, keys=("shape_acc", "motion_acc", "temporal_consistency",
-                                                                   "flicker", "validity")) -> None:
+                                                                  "flicker", "validity")) -> None:
     figures.update({f"{prefix}_{k}": row[k] for k in keys if k in row})
 
 
@@ -111,4 +116,5 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     return {"figures": figures, "tables": tables}
 
 
-__all__ = ["HEADLINE", "heldout_prompts", "subset", "train_minutes", "headline", "rows_to_figures", "run"]
+__all__ = ["HEADLINE", "heldout_prompts", "subset", "train_minutes", "flicker_ratio", "headline", "rows_to_figures",
+           "run"]

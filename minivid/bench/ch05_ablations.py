@@ -21,7 +21,7 @@ import time
 import torch
 
 from minivid.bench import JUDGED, judged, mean_psnr, recorded_minutes
-from minivid.bench.ch05 import heldout_prompts, rows_to_figures, subset, train_minutes
+from minivid.bench.ch05 import flicker_ratio, heldout_prompts, rows_to_figures, subset, train_minutes
 from minivid.eval import Judge
 from minivid.pipelines import ch03, ch05
 
@@ -127,10 +127,10 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     real = judged(judge, sub["x"], sub["labels"])
     base_min = recorded_minutes(ch05.checkpoint_path("baseline", p, seed))
     figures.update({f"baseline_{k}": v for k, v in base_row.items()})
-    figures["baseline_flicker_ratio"] = base_row["flicker"] / max(real["flicker"], 1e-8)
+    figures["baseline_flicker_ratio"] = flicker_ratio(base_row, real)
     figures["baseline_sample_s_per_clip"] = base_secs / n
     figures.update({f"cascade_{k}": v for k, v in cascade_row.items()})
-    figures["cascade_flicker_ratio"] = cascade_row["flicker"] / max(real["flicker"], 1e-8)
+    figures["cascade_flicker_ratio"] = flicker_ratio(cascade_row, real)
     figures["cascade_sample_s_per_clip"] = (base_s + up_s) / n
     stage_min = train_minutes(p, seed)
     cascade_min = sum(stage_min.values()) if len(stage_min) == 3 else None
