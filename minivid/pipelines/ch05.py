@@ -98,9 +98,10 @@ PRESETS = {
         tsr=StageRecipe(kind="tsr", steps=1100),                                      # ~4.6 min
         ssr=StageRecipe(kind="ssr", crop=16, steps=2000,                              # ~7.5 min
                         unet_overrides={"temporal_attn_levels": (1,), "frame_embedding": True}),
-        # the single-stage baseline gets the cascade's whole budget (base 11.7 + TSR 8.3 + SSR 8.7 minutes) at an
-        # estimated 1.4 s/step (12x chapter 03's step: 2x frames, 4x pixels, less than linear on 2 cores)
-        baseline=ch03.VideoRecipe(size=32, frames=16, steps=1200),                    # ~28 min
+        # the single-stage baseline gets the cascade's whole budget: base 11.9 (chapter 03's seed 0) + TSR 4.7 + SSR
+        # 7.5 minutes (`bench ch05`, seed 0, 2026-12-03) at 1.05 s/step (`bench.time_train_step`, same machine,
+        # 6x chapter 03's step: 2x frames, 4x pixels, less than linear on 2 cores)
+        baseline=ch03.VideoRecipe(size=32, frames=16, steps=1350),                    # ~24 min
     ),
 }
 
