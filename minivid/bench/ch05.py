@@ -5,7 +5,8 @@ conditioning augmentation: Ho et al. 2021, arXiv:2106.15282).
 * headline (every seed): the cascade - chapter 03's base, the TSR and the SSR, all of that training seed - on 256
   held-out prompts; its final 16-frame 32x32 clips judged at 32x32: colour, shape, size, motion direction,
   temporal consistency, validity, flicker, and flicker over real held-out clips' (16 frames, 32x32, the half-speed
-  world the stages train on); each stage's training minutes (`train_minutes`: the chapter's own TSR + SSR);
+  world the stages train on); each stage's training minutes (`train_minutes`: the chapter's own TSR + SSR); and
+  the stage a figure is lost in: the base's motion and validity, the TSR's validity;
 * every stage's output judged on the same prompts (seed 0), and the sampling wall time per clip of each stage.
 
 The ablations (augmentation, its level, the SSR's sampling, the TSR's fill, the single-stage baseline) are their own
@@ -25,6 +26,7 @@ from minivid.utils import make_generator
 
 HEADLINE = ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "heldout_motion_acc",
             "heldout_temporal_consistency", "heldout_validity", "heldout_flicker", "heldout_flicker_ratio",
+            "stage_base_motion_acc", "stage_base_validity", "stage_tsr_validity",
             "tsr_train_minutes", "ssr_train_minutes", "train_minutes")
 
 
@@ -66,8 +68,11 @@ def _main(p, seed: int, judge: Judge):
                          steps=p.eval_steps)[name]
         secs[name] = (time.perf_counter() - t0) / len(prompts["captions"])
         outs[name] = x
-    final = judged(judge, outs["ssr"], prompts["labels"])
+    stages = {k: judged(judge, outs[k], prompts["labels"]) for k in ch05.STAGES}
+    final = stages["ssr"]
     figs = {f"heldout_{k}": v for k, v in final.items()}
+    for k, row in stages.items():                                   # every seed: which stage a figure is lost in
+        rows_to_figures(figs, f"stage_{k}", row, ("shape_acc", "motion_acc", "validity"))
     real = judged(judge, prompts["x"], prompts["labels"])
     figs["heldout_flicker_real"] = real["flicker"]
     figs["heldout_flicker_ratio"] = flicker_ratio(final, real)
@@ -77,7 +82,7 @@ def _main(p, seed: int, judge: Judge):
         figs["train_minutes"] = mins["tsr"] + mins["ssr"]
         if "base" in mins:
             figs["cascade_train_minutes"] = sum(mins.values())
-    return figs, models, prompts, outs, secs, real
+    return figs, models, prompts, outs, secs, real, stages
 
 
 def headline(preset: str = "smoke", seed: int = 0) -> dict:
@@ -98,17 +103,15 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     t_start = time.perf_counter()
 
     # the cascade, stage by stage, on the held-out prompts
-    heads, models, prompts, outs, secs, real = _main(p, seed, judge)
+    heads, models, prompts, outs, secs, real, stages = _main(p, seed, judge)
     figures.update(heads)
     names = {"base": "base (chapter 03)", "tsr": "TSR", "ssr": "SSR (the cascade's output)"}
     tables["stages"] = [{"stage": names[k], "clips": "x".join(map(str, outs[k].shape[2:])),
-                         **judged(judge, outs[k], prompts["labels"]), "sample s/clip": secs[k]} for k in ch05.STAGES]
+                         **stages[k], "sample s/clip": secs[k]} for k in ch05.STAGES]
     for what, clips in (("real held-out clips, the base's size", prompts["x_low"][:, :, ::2]),
                         ("real held-out clips, the TSR's size", prompts["x_low"]), ("real held-out clips", prompts["x"])):
         tables["stages"].append({"stage": what, "clips": "x".join(map(str, clips.shape[2:])),
                                  **(real if clips is prompts["x"] else judged(judge, clips, prompts["labels"]))})
-    for k, row in zip(ch05.STAGES, tables["stages"]):
-        rows_to_figures(figures, f"stage_{k}", row, ("shape_acc", "motion_acc", "validity"))
     figures.update({f"sample_s_per_clip_{k}": v for k, v in secs.items()})
     figures["sample_s_per_clip_cascade"] = sum(secs.values())
 
