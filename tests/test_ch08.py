@@ -141,7 +141,11 @@ def test_the_latents_come_from_chapter_07():
 def test_bench_ch08_smoke_reports_what_the_issue_names():
     rec = run_bench("ch08", "smoke", seeds=2)
     f, t = rec["figures"], rec["tables"]
-    for k in (*bench08.HEADLINE, "heldout_flicker_real", "factorized_over_full_step_time", "factorized_over_full_peak_mem",
+    sense = "heldout_motion_sense_acc"          # defined only when some clip moves along its asked axis
+    assert (sense in f) == (f["heldout_motion_axis_acc"] > 0)
+    if sense in f:
+        assert f["heldout_motion_acc"] == pytest.approx(f["heldout_motion_axis_acc"] * f[sense])
+    for k in (*(h for h in bench08.HEADLINE if h != sense), "heldout_flicker_real", "factorized_over_full_step_time", "factorized_over_full_peak_mem",
               "main_tokens", "pixel_tokens", "pixel_sample_s_per_clip"):
         assert k in f, k
     assert [r["seed"] for r in t["seeds"]] == [0, 1]

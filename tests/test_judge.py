@@ -210,3 +210,18 @@ def test_score_and_features_share_one_measurement_but_see_edits():
     assert judge.predict(x)["color"].tolist() == judge.predict(x.clone())["color"].tolist()
     x.mul_(0).sub_(1)  # in place: now all black, no object
     assert not judge.predict(x)["valid"].any()
+
+
+def test_direction_splits_into_axis_and_sense(judge):
+    """motion_acc = axis accuracy x sense accuracy (given the axis): real clips score 1 on both; the same clips
+    played backwards move along the asked axis the opposite way (axis 1, sense 0); rotated a quarter turn, the
+    axis is wrong for every clip."""
+    b = sample_batch(64, kind="video_text", split="heldout", size=32, frames=8, generator=make_generator(11))
+    fwd = judge.score(b["x"], b["labels"])
+    back = judge.score(b["x"].flip(2), b["labels"])
+    turned = judge.score(b["x"].transpose(-1, -2), b["labels"])   # left/right <-> up/down
+    assert fwd["motion_axis_acc"] == 1.0 and fwd["motion_sense_acc"] == 1.0
+    assert back["motion_acc"] == 0.0 and back["motion_axis_acc"] == 1.0 and back["motion_sense_acc"] == 0.0
+    assert turned["motion_axis_acc"] == 0.0 and "motion_sense_acc" not in turned
+    for s in (fwd, back):
+        assert s["motion_acc"] == pytest.approx(s["motion_axis_acc"] * s["motion_sense_acc"])

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import torch
 
-from minivid.bench import judged, recorded_minutes, train_step
+from minivid.bench import JUDGED, judged, recorded_minutes, train_step
 from minivid.bench.ch03 import heldout_prompts
 from minivid.bench.ops import MiB, peak_extra_bytes
 from minivid.bench.perf import measure
@@ -33,6 +33,7 @@ from minivid.pipelines import ch08
 from minivid.pipelines.common import capture_training
 
 HEADLINE = ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "heldout_motion_acc",
+            "heldout_motion_axis_acc", "heldout_motion_sense_acc",   # direction = axis (horizontal/vertical) x sense
             "heldout_temporal_consistency", "heldout_validity", "heldout_flicker", "train_minutes")
 SETTINGS = {"smoke": dict(ablation=2, steps_grid=(1, 2), step_reps=1, lengths=(13, 17)),
             "full": dict(ablation=64, steps_grid=(5, 10, 20, 50), step_reps=6, lengths=(13, 25))}
@@ -54,15 +55,15 @@ def prompts_at(n: int, frames: int, size: int = 32) -> dict:
     return heldout_prompts(n, SimpleNamespace(size=size, frames=frames))
 
 
-def _judged(judge, p, seed, prompts, **kw) -> dict:
+def _judged(judge, p, seed, prompts, keys=JUDGED, **kw) -> dict:
     x = ch08.generate(prompts["captions"], preset=p, seed=seed, model_seed=seed, progress=False, **kw)
-    return judged(judge, x, prompts["labels"])
+    return judged(judge, x, prompts["labels"], keys)
 
 
 def _main(p: ch08.Ch08Preset, seed: int, judge: Judge):
     ch08.load_dit(p, seed)                                           # trains it first if absent (progress bar)
     prompts = prompts_at(p.eval_samples, max(p.dit.frames), p.dit.size)
-    gen = _judged(judge, p, seed, prompts)
+    gen = _judged(judge, p, seed, prompts, keys=JUDGED + ("motion_axis_acc", "motion_sense_acc"))
     figs = {f"heldout_{k}": v for k, v in gen.items()}
     figs["heldout_flicker_real"] = judged(judge, prompts["x"], prompts["labels"])["flicker"]
     minutes = recorded_minutes(ch08.checkpoint_path(p, seed))

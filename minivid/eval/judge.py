@@ -125,7 +125,8 @@ class Judge:
 
         labels: {attribute: (B,) long} as produced by minivid.data (direction -1 = image /
         ignore). Returns floats color_acc, shape_acc, size_acc (with labels), motion_acc and
-        speed_acc (clips whose label direction >= 0), validity (fraction of samples valid in
+        speed_acc (clips whose label direction >= 0), motion_axis_acc (moved along the asked axis,
+        horizontal or vertical, either way) and motion_sense_acc (of those, the asked way), validity (fraction of samples valid in
         every frame), and for clips frame_validity, temporal_consistency, flicker; plus
         "per_sample": {name: (B,) tensor}.
         """
@@ -145,6 +146,12 @@ class Judge:
                 if use.any():
                     per_sample["motion_correct"] = m["direction"] == lab
                     out["motion_acc"] = per_sample["motion_correct"][use].float().mean().item()
+                    # direction = axis (left/right: 0, up/down: 1) and sense along it: a clip moving the
+                    # opposite way has the right axis and the wrong sense
+                    axis_ok = (m["direction"] // 2 == lab // 2) & use
+                    out["motion_axis_acc"] = axis_ok[use].float().mean().item()
+                    if axis_ok.any():
+                        out["motion_sense_acc"] = per_sample["motion_correct"][axis_ok].float().mean().item()
                     if "speed" in labels:
                         per_sample["speed_correct"] = m["speed"] == torch.as_tensor(labels["speed"]).long().cpu()
                         out["speed_acc"] = per_sample["speed_correct"][use].float().mean().item()
