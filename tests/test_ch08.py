@@ -83,9 +83,9 @@ def test_reversed_latents_are_their_own_encoding_not_a_flip(data):
     assert not torch.allclose(data["rev"]["mean"], data["fwd"]["mean"].flip(2))
 
 
-@pytest.mark.parametrize("objective", ["flow", "v"])
-def test_the_loss_is_the_objectives_own(objective, cond, data):
-    r = replace(SMOKE.dit, objective=objective, p_uncond=0.5)
+@pytest.mark.parametrize("objective,t_loc", [("flow", 0.0), ("flow", 1.0), ("v", 0.0)])
+def test_the_loss_is_the_objectives_own(objective, t_loc, cond, data):
+    r = replace(SMOKE.dit, objective=objective, p_uncond=0.5, t_loc=t_loc)
     net = ch08.build_dit(r, cond.dim)
     with torch.no_grad():                                  # leave adaLN-Zero's zeros: a model that says something
         for q in net.parameters():
@@ -95,7 +95,7 @@ def test_the_loss_is_the_objectives_own(objective, cond, data):
     got = ch08.loss_fn_for(r, null)(net, batch, make_generator(7))[0]
     g = make_generator(7)
     text, _ = caption_dropout({k: batch[k] for k in null}, null, 0.5, generator=g)
-    want = (flow_matching_loss(net, batch["x"], g, cond=text, t_sampler=r.t_sampler) if objective == "flow" else
+    want = (flow_matching_loss(net, batch["x"], g, cond=text, t_sampler=r.t_sampler, loc=t_loc) if objective == "flow" else
             diffusion_loss(net, batch["x"], common.schedule_for(r), "v", generator=g, cond=text))
     assert_close(got, want, atol=0, rtol=0)
 

@@ -74,6 +74,7 @@ class DiTRecipe:
     pool: int = 2000                   # "pixel": captioned clips (the latent pool is chapter 07's export)
     objective: str = "flow"            # "flow": rectified-flow velocity | "v": v-prediction on `schedule`, DDIM
     t_sampler: str = "logit_normal"    # "flow": training times (SD3's logit-normal, or "uniform")
+    t_loc: float = 0.0                 # "flow", logit-normal: t = sigmoid(N(t_loc, 1)); > 0 trains nearer the noise
     T: int = 1000                      # "v": the diffusion process
     schedule: str = "cosine"
     p_uncond: float = 0.1              # caption dropout (classifier-free guidance)
@@ -204,7 +205,7 @@ def loss_fn_for(r: DiTRecipe, null: dict):
     def loss_fn(net, batch, g):
         text, dropped = caption_dropout({k: batch[k] for k in null}, null, r.p_uncond, generator=g)
         if r.objective == "flow":
-            loss = flow_matching_loss(net, batch["x"], g, cond=text, t_sampler=r.t_sampler)
+            loss = flow_matching_loss(net, batch["x"], g, cond=text, t_sampler=r.t_sampler, loc=r.t_loc)
         else:
             loss = diffusion_loss(net, batch["x"], schedule, "v", generator=g, cond=text)
         return loss, {"dropped": dropped.float().mean()}
