@@ -126,8 +126,9 @@ class Judge:
         labels: {attribute: (B,) long} as produced by minivid.data (direction -1 = image /
         ignore). Returns floats color_acc, shape_acc, size_acc (with labels), motion_acc and
         speed_acc (clips whose label direction >= 0), motion_axis_acc (moved along the asked axis,
-        horizontal or vertical, either way) and motion_sense_acc (of those, the asked way), validity (fraction of samples valid in
-        every frame), and for clips frame_validity, temporal_consistency, flicker; plus
+        horizontal or vertical, either way) and motion_sense_acc (of those, the asked way), validity
+        (fraction of samples valid in every frame), and for clips frame_validity,
+        temporal_consistency, flicker; plus
         "per_sample": {name: (B,) tensor}.
         """
         m = self._readings(x)
