@@ -164,6 +164,45 @@ def test_plan_fits_a_fake_entry_with_known_step_times_to_the_budget(monkeypatch)
     assert lb.board_row(entry, rows, [], {"chxx-a": 1.0}, row)["train min"] is None, "a training unrecorded"
 
 
+def test_run_entry_resumes_what_an_earlier_run_finished(monkeypatch):
+    calls, judged_steps = {"measure": 0, "judge": 0}, []
+
+    def fake_measure(setup, steps, profile_steps, top):
+        calls["measure"] += 1
+        return {"params": 4, "trainable": 4, "GFLOPs/step": 2.0, "step s": 0.1}, []
+
+    def fake_judge(entry, preset, prompts, judge, seed):
+        calls["judge"] += 1
+        judged_steps.append((preset.a.steps, preset.b.steps))
+        return {"clips": "8x16x16", "color_acc": 1.0, "shape_acc": 1.0, "size_acc": 1.0, "motion_acc": 0.5,
+                "frechet": 1.0, "sample s/clip": 0.1}
+    monkeypatch.setattr(lb, "measure", fake_measure)
+    monkeypatch.setattr(lb, "judge_entry", fake_judge)
+    entry = lb.Entry("chxx", "chxx", _fake_cli(), _P("full", _R(100), _R(300)))
+    prompts = {"captions": ["a"] * 3}
+    row, rows = lb.run_entry(entry, 6.0, 1, prompts, None, seed=0)
+    assert calls == {"measure": 2, "judge": 1} and row["resumed"] is False and row["entry wall s"] > 0
+    assert [r["budget steps"] for r in rows] == [15, 45]
+    path = lb.progress_path(entry, 6.0, 3, seed=0)
+    assert json.loads(path.read_text())["row"]["motion_acc"] == 0.5
+
+    again = lb.run_entry(entry, 6.0, 1, prompts, None, seed=0)
+    assert calls == {"measure": 2, "judge": 1} and again == (row, rows), "a finished entry is kept, not redone"
+
+    state = json.loads(path.read_text())
+    del state["row"]                                                       # interrupted after its plan was kept
+    state["steps"] = {"a": 7, "b": 9}                                      # (as a slower machine would have planned)
+    path.write_text(json.dumps(state))
+    row2, _ = lb.run_entry(entry, 6.0, 1, prompts, None, seed=0)
+    assert calls == {"measure": 2, "judge": 2}, "the kept plan is used: nothing is measured again"
+    assert row2["resumed"] is True and judged_steps == [(15, 45), (7, 9)], "the kept step counts are trained"
+
+    for other in (lb.progress_path(entry, 7.0, 3, seed=0), lb.progress_path(entry, 6.0, 4, seed=0),
+                  lb.progress_path(entry, 6.0, 3, seed=1),
+                  lb.progress_path(replace(entry, preset=_P("full", _R(100), _R(301))), 6.0, 3, seed=0)):
+        assert other != path, "another budget, prompt count, seed or recipe starts afresh"
+
+
 # ----------------------------------------------------------------------------- the plot
 
 def _record(rows):

@@ -26,12 +26,16 @@ for the same wall-clock budget on this machine, judged on the same held-out prom
 The models are training seed 0 - the ones every `CLI.generate` samples - so there is no per-seed headline; `seed`
 picks the sampling noise. The full preset gives each of the six entries 15 minutes: 1.5 hours of training, plus
 probing, measuring and sampling 256 clips each (roughly an hour), plus the upstream models' full recipes where they
-are not cached yet (chapters 02, 03 and 07: about 45 minutes) - 2.5 to 3.5 hours on 2 cores. A rerun measures the
-step times again; an entry whose step counts come out different retrains under its new recipe key.
+are not cached yet (chapters 02, 03 and 07: about 45 minutes) - 2.5 to 3.5 hours on 2 cores, longer than one
+sitting. So it resumes (`run_entry`): an interrupted run, started again with the same command, keeps every entry an
+earlier run finished and the plan of the one it was in (its step counts: its checkpoints resume, nothing is measured
+again). Each row says whether it was resumed and how long its run took; a new budget, preset or seed starts afresh,
+and so does deleting the cache's leaderboard/ folder (after a change to the judge, say).
 """
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import sys
 import time
@@ -50,7 +54,7 @@ from minivid.eval import Judge
 from minivid.pipelines import common
 from minivid.pipelines.common import ChapterCLI, TrainingSetup, capture_training, recipe_fields, with_recipe_steps
 from minivid.results import RESULTS_DIR, load_record, training_seconds
-from minivid.utils import REPO_ROOT, cache_dir
+from minivid.utils import REPO_ROOT, atomic_write, cache_dir
 
 SETTINGS = {"smoke": dict(budget_minutes=0.01, prompts=4, step_reps=1),
             "full": dict(budget_minutes=15.0, prompts=256, step_reps=6)}
@@ -192,6 +196,47 @@ def board_row(entry: Entry, rows: list[dict], reuses: list[str], minutes: dict, 
             "mean_acc": sum(quality[k] for k in ACCURACIES) / len(ACCURACIES), "frechet": quality["frechet"]}
 
 
+def progress_path(entry: Entry, budget_s: float, prompts: int, seed: int) -> Path:
+    """Where an entry's finished steps are kept between runs (cache_dir("leaderboard")), keyed by everything they
+    depend on: its preset (recipes, upstream presets, sampling settings), the budget, the prompts and the seed."""
+    key = common.recipe_key(entry.preset, {"budget_s": budget_s, "prompts": prompts}, seed=seed)
+    return cache_dir("leaderboard") / f"{entry.preset.name}-{entry.name}-{key}.json"
+
+
+def _save(path: Path, state: dict) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(state, indent=1, default=float)), binary=False)
+
+
+def run_entry(e: Entry, budget_s: float, reps: int, prompts: dict, judge: Judge, seed: int) -> tuple[dict, list]:
+    """One entry's (board row, training rows), resuming what an earlier run of the same settings finished.
+
+    The full leaderboard is longer than one sitting, so each entry's progress is kept: its plan (the measured step
+    times and the budget's step counts) once measured, so a rerun trains exactly the same recipes (its checkpoints
+    resume) instead of measuring again; its row once judged, so a rerun skips it. "entry wall s" is the wall time of
+    the run that finished the entry; "resumed" says whether its plan came from an earlier run."""
+    path = progress_path(e, budget_s, len(prompts["captions"]), seed)
+    state = json.loads(path.read_text()) if path.exists() else {}
+    if "row" in state:
+        print(f"leaderboard: {e.name} finished by an earlier run ({path.name}); kept", file=sys.stderr)
+        return state["row"], state["rows"]
+    t0, resumed = time.perf_counter(), "steps" in state
+    with common.record_lookups() as asked:
+        if resumed:
+            scaled = with_recipe_steps(e.preset, state["name"], state["steps"])
+            rows = state["rows"]
+        else:
+            scaled, rows = plan(e, budget_s, reps)
+            state = {"name": scaled.name, "steps": {r["recipe"]: r["budget steps"] for r in rows}, "rows": rows}
+            _save(path, state)
+        e.cli.train(preset=scaled, seed=TRAIN_SEED)
+        quality = judge_entry(e, scaled, prompts, judge, seed)
+    reuses = sorted(a for a in asked if not a.startswith(f"{e.chapter}."))
+    row = board_row(e, rows, reuses, recorded_trainings(e.chapter, scaled.name), quality)
+    row.update({"entry wall s": time.perf_counter() - t0, "resumed": resumed})
+    _save(path, {**state, "row": row})
+    return row, rows
+
+
 def run(preset: str = "smoke", seed: int = 0) -> dict:
     cfg = SETTINGS[preset]
     budget_s = 60 * cfg["budget_minutes"]
@@ -200,12 +245,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     board, trainings = [], []
     figures = {"budget_minutes": cfg["budget_minutes"], "prompts": cfg["prompts"]}
     for e in entries(preset):
-        with common.record_lookups() as asked:
-            scaled, rows = plan(e, budget_s, cfg["step_reps"])
-            e.cli.train(preset=scaled, seed=TRAIN_SEED)
-            quality = judge_entry(e, scaled, prompts, judge, seed)
-        reuses = sorted(a for a in asked if not a.startswith(f"{e.chapter}."))
-        row = board_row(e, rows, reuses, recorded_trainings(e.chapter, scaled.name), quality)
+        row, rows = run_entry(e, budget_s, cfg["step_reps"], prompts, judge, seed)
         board.append(row)
         trainings += rows
         key = e.name.replace("-", "_")
@@ -277,7 +317,7 @@ def main(argv=None) -> Path:
 
 __all__ = ["SETTINGS", "Entry", "entries", "scale_steps", "budget_factor",
            "own_trainings", "captured", "plan", "recorded_trainings", "judge_entry", "board_row",
-           "run", "full_recipe_point", "plot", "main"]
+           "progress_path", "run_entry", "run", "full_recipe_point", "plot", "main"]
 
 if __name__ == "__main__":
     main()
