@@ -145,10 +145,14 @@ def test_bench_ch08_smoke_reports_what_the_issue_names():
     assert (sense in f) == (f["heldout_motion_axis_acc"] > 0)
     if sense in f:
         assert f["heldout_motion_acc"] == pytest.approx(f["heldout_motion_axis_acc"] * f[sense])
-    for k in (*(h for h in bench08.HEADLINE if h != sense), "heldout_flicker_real", "factorized_over_full_step_time", "factorized_over_full_peak_mem",
+    optional = (sense, "tloc0_motion_sense_acc")
+    for k in (*(h for h in bench08.HEADLINE if h not in optional), "heldout_flicker_real", "factorized_over_full_step_time", "factorized_over_full_peak_mem",
               "main_tokens", "pixel_tokens", "pixel_sample_s_per_clip"):
         assert k in f, k
     assert [r["seed"] for r in t["seeds"]] == [0, 1]
+    assert all({"tloc0_motion_acc", "tloc0_validity"} <= set(r) for r in t["seeds"]), "SD3's times at every seed"
+    sd3 = replace(ch08.get_preset("smoke").dit, t_loc=0.0)
+    assert sd3 != ch08.get_preset("smoke").dit and ch08.checkpoint_path("smoke", 0, sd3).exists()
     arch = t["architectures"]
     assert [r["DiT"].split(",")[0] for r in arch] == ["latent", "latent", "pixels"]
     assert arch[0]["params"] == arch[1]["params"], "full and factorised attention: the same parameters"

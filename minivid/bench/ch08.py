@@ -6,6 +6,8 @@ arXiv:2209.03003 / arXiv:2210.02747).
 * headline (every seed): the chapter's DiT (latent, full spacetime attention, flow matching) on 256 held-out prompts
   (held-out attribute combinations, chapter 03's draw) at 17 frames of 32x32, decoded by chapter 07's VAE and
   judged: colour, shape, size, motion direction, temporal consistency, validity, flicker; its training minutes;
+  and (every seed) the same DiT trained with SD3's flow times (logit-normal centred at 0, not 1): direction, its
+  sense, validity (`tloc0_*`);
 * full vs factorised attention (one seed, the same parameters): train-step time, GFLOPs, peak memory of a step, and
   the judged clips of each, trained the same way;
 * flow matching vs v-prediction DDIM (one seed, the same network and training steps): judged quality against
@@ -34,7 +36,9 @@ from minivid.pipelines.common import capture_training
 
 HEADLINE = ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "heldout_motion_acc",
             "heldout_motion_axis_acc", "heldout_motion_sense_acc",   # direction = axis (horizontal/vertical) x sense
-            "heldout_temporal_consistency", "heldout_validity", "heldout_flicker", "train_minutes")
+            "heldout_temporal_consistency", "heldout_validity", "heldout_flicker", "train_minutes",
+            "tloc0_motion_acc", "tloc0_motion_sense_acc", "tloc0_validity")          # the same DiT at SD3's times
+TLOC0 = ("motion_acc", "motion_sense_acc", "validity")
 SETTINGS = {"smoke": dict(ablation=2, steps_grid=(1, 2), step_reps=1, lengths=(13, 17)),
             "full": dict(ablation=64, steps_grid=(5, 10, 20, 50), step_reps=6, lengths=(13, 25))}
 KEYS = ("color_acc", "shape_acc", "motion_acc", "temporal_consistency", "validity", "flicker")
@@ -69,6 +73,11 @@ def _main(p: ch08.Ch08Preset, seed: int, judge: Judge):
     minutes = recorded_minutes(ch08.checkpoint_path(p, seed))
     if minutes is not None:
         figs["train_minutes"] = minutes
+    sd3 = replace(p.dit, t_loc=0.0)                                  # SD3's training times, the one change
+    if p.dit.objective == "flow" and sd3 != p.dit:
+        ch08.load_dit(p, seed, recipe=sd3)
+        j = _judged(judge, p, seed, prompts, keys=TLOC0, recipe=sd3)
+        figs.update({f"tloc0_{k}": v for k, v in j.items()})
     return figs, prompts
 
 
@@ -165,4 +174,4 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     return {"figures": figures, "tables": tables}
 
 
-__all__ = ["HEADLINE", "SETTINGS", "variants", "prompts_at", "headline", "step_cost", "run"]
+__all__ = ["HEADLINE", "TLOC0", "SETTINGS", "variants", "prompts_at", "headline", "step_cost", "run"]

@@ -74,7 +74,11 @@ class DiTRecipe:
     pool: int = 2000                   # "pixel": captioned clips (the latent pool is chapter 07's export)
     objective: str = "flow"            # "flow": rectified-flow velocity | "v": v-prediction on `schedule`, DDIM
     t_sampler: str = "logit_normal"    # "flow": training times (SD3's logit-normal, or "uniform")
-    t_loc: float = 0.0                 # "flow", logit-normal: t = sigmoid(N(t_loc, 1)); > 0 trains nearer the noise
+    # "flow", logit-normal: t = sigmoid(N(t_loc, 1)). SD3's 0 centres training on the middle of the path; 1 moves it
+    # towards the noise (median t 0.73), where a clip's layout and motion are decided, as chapter 03's schedule shift
+    # does. The bench judges both at every seed (`tloc0_*`): at 0 the sense of a direction is a coin toss at 2 of 3
+    # seeds (left/right, up/down: clips that are each other played backwards).
+    t_loc: float = 1.0
     T: int = 1000                      # "v": the diffusion process
     schedule: str = "cosine"
     p_uncond: float = 0.1              # caption dropout (classifier-free guidance)
