@@ -69,7 +69,11 @@ class Ch05Preset:
     aug_levels: tuple[int, ...] = (0, 50, 100, 200, 400)   # the sweep (levels beyond aug_max were never trained)
     eval_samples: int = 256            # held-out prompts judged
     # DDIM steps per stage (base, TSR, SSR) for the judged samples: one number, or one per stage. The SSR, told most
-    # of the answer, gains nothing from 20 steps over 10 (by hand, 64 prompts: the same shape, validity, consistency)
+    # of the answer, gains nothing from 20 steps over 10 (by hand, 64 prompts: the same shape, validity, consistency).
+    # Nor from starting part-way (SDEdit: its told clip, upsampled, noised to t_start, 10 DDIM steps down from there;
+    # by hand, seed 0, 64 held-out prompts, Zen 5, 2026-12-03): from noise shape / consistency / validity 0.95 / 0.86
+    # / 0.77; t_start 800: 0.91 / 0.85 / 0.78; 600: 0.89 / 0.84 / 0.80; 400: 0.86 / 0.84 / 0.80 - the blurry start
+    # costs shape, and validity barely moves: the SSR's trouble is not drifting from its input
     eval_steps: int | tuple[int, int, int] = (20, 20, 10)
     ablation_samples: int = 64         # prompts per arm of the ablations and the sweep (one seed)
 
