@@ -136,8 +136,9 @@ def test_plan_fits_a_fake_entry_with_known_step_times_to_the_budget(monkeypatch)
 
     def fake_measure(setup, steps, profile_steps, top):
         seen.append(setup.desc)
-        return {"params": 4, "trainable": 4, "GFLOPs/step": 2.0, "step s": known[setup.desc.split(" (")[0]]}, []
+        return {"params": 4, "trainable": 4, "GFLOPs/step": 2.0, "step s": 0.5 * known[setup.desc.split(" (")[0]]}, []
     monkeypatch.setattr(lb, "measure", fake_measure)
+    monkeypatch.setattr(lb, "loop_step_s", lambda setup, steps: known[setup.desc.split(" (")[0]])
     entry = lb.Entry("chxx", "chxx", _fake_cli(), _P("full", _R(100), _R(300)))
     scaled, rows = lb.plan(entry, 35.0, reps=1)
     assert (scaled.a.steps, scaled.b.steps) == (50, 150) and scaled.name != "full"
@@ -145,6 +146,7 @@ def test_plan_fits_a_fake_entry_with_known_step_times_to_the_budget(monkeypatch)
     assert [r["recipe"] for r in rows] == ["a", "b"] and [r["budget steps"] for r in rows] == [50, 150]
     assert sum(r["est. minutes"] for r in rows) == pytest.approx(35.0 / 60)
     assert all(scaled.name in r["training"] for r in rows)
+    assert [r["compute step s"] for r in rows] == [0.05, 0.1], "the budget is the loop's time, not the bare step's"
     probe = cache_dir("checkpoints") / f"chxx-a-full-probe-seed0-{common.recipe_key(_R(1), seed=0)}.json"
     assert json.loads(probe.read_text())["steps"] == 1, "the probe trained one step"
 
@@ -164,6 +166,16 @@ def test_plan_fits_a_fake_entry_with_known_step_times_to_the_budget(monkeypatch)
     assert lb.board_row(entry, rows, [], {"chxx-a": 1.0}, row)["train min"] is None, "a training unrecorded"
 
 
+def test_loop_step_s_times_the_real_loop_on_a_copy():
+    setups = []
+    with common.capture_training() as setups:
+        _fake_cli().train(_P("full", _R(3), _R(3)), seed=0)
+    s = setups[1]
+    before = [q.clone() for q in s.model.parameters()]
+    assert lb.loop_step_s(s, 5) > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, s.model.parameters())), "the setup's model is not trained"
+
+
 def test_run_entry_resumes_what_an_earlier_run_finished(monkeypatch):
     calls, judged_steps = {"measure": 0, "judge": 0}, []
 
@@ -177,6 +189,7 @@ def test_run_entry_resumes_what_an_earlier_run_finished(monkeypatch):
         return {"clips": "8x16x16", "color_acc": 1.0, "shape_acc": 1.0, "size_acc": 1.0, "motion_acc": 0.5,
                 "frechet": 1.0, "sample s/clip": 0.1}
     monkeypatch.setattr(lb, "measure", fake_measure)
+    monkeypatch.setattr(lb, "loop_step_s", lambda setup, steps: 0.1)
     monkeypatch.setattr(lb, "judge_entry", fake_judge)
     entry = lb.Entry("chxx", "chxx", _fake_cli(), _P("full", _R(100), _R(300)))
     prompts = {"captions": ["a"] * 3}

@@ -11,9 +11,10 @@ for the same wall-clock budget on this machine, judged on the same held-out prom
   (`recipe_fields`, matched against what `common.capture_training` records). What it asks the recipe layer for by
   name (`common.record_lookups`) - the chapter-02 text encoder and image U-Net, chapter 03's base model, chapter 07's latents -
   is reused at its full recipe, not counted, and listed ("reuses"). A one-step probe run of `CLI.train` (which also
-  trains any missing upstream model) makes every own training loadable; each one's seconds per step is measured here
-  (`perf.measure`, with its parameters and FLOPs), and ONE factor scales all its step counts so that the estimated
-  total is the budget (`budget_factor`, `scale_steps`: a renamed preset, so its checkpoints are cached apart). Then it
+  trains any missing upstream model) makes every own training loadable; each one's parameters and FLOPs are measured
+  here (`perf.measure`) and its seconds per step in the real training loop (`loop_step_s`: the bare step is a quarter
+  cheaper, the 2026-12-03 trial found), and ONE factor scales all its step counts so that the estimated total is
+  the budget (`budget_factor`, `scale_steps`: a renamed preset, so its checkpoints are cached apart). Then it
   trains for real (`CLI.train`) and the minutes it took are read from its checkpoints' training records.
 * Judged: the preset's held-out prompts (chapter 03's draw: one list of captions for every entry), each model's clips
   at its own length and size, sampled by its `CLI.generate` with its preset's sampling steps and guidance: colour,
@@ -34,12 +35,13 @@ and so does deleting the cache's leaderboard/ folder (after a change to the judg
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -54,6 +56,7 @@ from minivid.eval import Judge
 from minivid.pipelines import common
 from minivid.pipelines.common import ChapterCLI, TrainingSetup, capture_training, recipe_fields, with_recipe_steps
 from minivid.results import RESULTS_DIR, load_record, training_seconds
+from minivid.train import train
 from minivid.utils import REPO_ROOT, atomic_write, cache_dir
 
 SETTINGS = {"smoke": dict(budget_minutes=0.01, prompts=4, step_reps=1),
@@ -133,6 +136,22 @@ def captured(entry: Entry, preset) -> list[TrainingSetup]:
     return got
 
 
+def loop_step_s(setup: TrainingSetup, steps: int) -> float:
+    """Seconds per step of the real training loop (`minivid.train.train`: batches, loss, backward, clipping, the
+    optimiser and the EMA; no checkpoint) on a copy of the setup's model, over `steps` steps after two warm-up steps
+    (which build any lazily made data). `perf.measure` times the bare step, which this loop costs a quarter more."""
+    def run(n: int) -> float:
+        model = copy.deepcopy(setup.model).train()
+        params = [q for name, q in model.named_parameters() if name in set(setup.trainable)]
+        cfg = common.train_config(replace(setup.recipe, steps=n), seed=TRAIN_SEED, path=None, desc="timing",
+                                  progress=False)
+        t0 = time.perf_counter()
+        train(model, setup.loss_fn, setup.batch_fn, cfg, params=params)
+        return time.perf_counter() - t0
+    run(2)
+    return run(steps) / steps
+
+
 def plan(entry: Entry, budget_s: float, reps: int) -> tuple[object, list[dict]]:
     """Measure an entry's own trainings and fit them to the budget: (its budget preset, one row per own training)."""
     p = entry.preset
@@ -142,12 +161,16 @@ def plan(entry: Entry, budget_s: float, reps: int) -> tuple[object, list[dict]]:
     if not own:
         raise RuntimeError(f"{entry.name}: CLI.train trained none of its preset's recipes {recipe_fields(p)}")
     cost = {k: measure(s, reps, profile_steps=1, top=1)[0] for k, s in own.items()}
+    for k, c in cost.items():                              # the budget is wall time: time the loop, >= 5 s of it
+        c["compute step s"] = c["step s"]
+        c["step s"] = loop_step_s(own[k], max(reps, min(100, round(5 / c["step s"]))))
     steps = {k: getattr(p, k).steps for k in own}
     factor = budget_factor(steps, {k: c["step s"] for k, c in cost.items()}, budget_s)
     scaled = scale_steps(p, factor, f"{p.name}-budget{budget_s / 60:g}m", only=own)
     rows = [{"model": entry.name, "training": own[k].desc.replace(probe.name, scaled.name), "recipe": k,
              "recipe steps": steps[k], "budget steps": getattr(scaled, k).steps, "params": c["params"],
              "trained params": c["trainable"], "GFLOPs/step": c["GFLOPs/step"], "step s": c["step s"],
+             "compute step s": c["compute step s"],
              "est. minutes": getattr(scaled, k).steps * c["step s"] / 60} for k, c in cost.items()]
     return scaled, rows
 
@@ -316,7 +339,7 @@ def main(argv=None) -> Path:
 
 
 __all__ = ["SETTINGS", "Entry", "entries", "scale_steps", "budget_factor",
-           "own_trainings", "captured", "plan", "recorded_trainings", "judge_entry", "board_row",
+           "own_trainings", "captured", "loop_step_s", "plan", "recorded_trainings", "judge_entry", "board_row",
            "progress_path", "run_entry", "run", "full_recipe_point", "plot", "main"]
 
 if __name__ == "__main__":
