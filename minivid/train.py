@@ -26,6 +26,7 @@ import contextlib
 import copy
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ class TrainState:
     evals: list[dict] = field(default_factory=list)     # [{"step", ...eval_fn output}]
     resumed_from: int | None = None
     saved_step: int | None = None   # the step of the checkpoint on disk (written or resumed), if any
+    wall_s: float | None = 0.0      # wall seconds of the training loop so far, kept across resumes (None: a checkpoint
+                                    # written before it was kept)
 
     @property
     def sampling_model(self) -> torch.nn.Module:
@@ -253,6 +256,10 @@ def _train(model, loss_fn, batch_fn, cfg, eval_fn, params, device, rank, world, 
                disable=not cfg.progress or rank != 0, dynamic_ncols=True, leave=True)
     model.train()
     running = None
+    before, t_loop = state.wall_s, time.perf_counter()
+
+    def clock() -> None:                     # the time of the steps done so far: what a killed run would lose
+        state.wall_s = None if before is None else before + time.perf_counter() - t_loop
     try:
         while state.step < cfg.steps:
             step = state.step
@@ -285,9 +292,12 @@ def _train(model, loss_fn, batch_fn, cfg, eval_fn, params, device, rank, world, 
                 state.evals.append({"step": state.step, **(res or {})})
                 model.train()
             if ckpt is not None and cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
+                clock()
                 _save_synced(ckpt, state, opt, cfg, rank, world, device)
     finally:
         bar.close()
+    if state.saved_step != state.step:                             # else the clock stopped at the last save
+        clock()
     if ckpt is not None and state.saved_step != state.step:        # not already on disk
         _save_synced(ckpt, state, opt, cfg, rank, world, device)
     model.eval()
@@ -305,7 +315,8 @@ def save_train_checkpoint(path: Path, state: TrainState, opt, cfg: TrainConfig, 
                                f"; {path} was not written{kept}. Lower the learning rate (lr={cfg.lr:g}).")
     obj = {"format": "minivid-train-v1", "step": state.step, "model": weights["model"],
            "ema": weights["ema"] if state.ema is not None else None, "opt": opt.state_dict(),
-           "history": state.history, "evals": state.evals, "train_config": to_plain(asdict(cfg))}
+           "history": state.history, "evals": state.evals, "train_config": to_plain(asdict(cfg)),
+           "wall_s": state.wall_s}
     atomic_save(obj, path)
     state.saved_step = state.step
 
@@ -354,6 +365,7 @@ def _restore(path: Path, state: TrainState, opt, cfg: TrainConfig) -> None:
             f"checkpoint {path} does not match this model/config ({str(e).splitlines()[0][:200]}); "
             "delete it to start over.") from None
     state.step = int(ck["step"])
+    state.wall_s = ck.get("wall_s")
     state.history = list(ck.get("history", []))
     state.evals = list(ck.get("evals", []))
 

@@ -32,8 +32,10 @@ def test_resume_after_hard_kill_is_exact(tmp_path):
     proc = _run([ckpt, str(tmp_path / "unused"), "20"], env={"MINIVID_TEST_CRASH_AT_STEP": "13"})
     assert proc.returncode == 137, proc.stderr
     assert load_checkpoint(ckpt)["step"] == 10          # last periodic checkpoint before the kill
+    killed_s = load_checkpoint(ckpt)["wall_s"]
     resumed = train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(ckpt, 20))
     assert resumed.resumed_from == 10 and resumed.step == 20
+    assert 0 < killed_s < resumed.wall_s == load_checkpoint(ckpt)["wall_s"], "the killed run's minutes are kept"
     straight = train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(None, 20))
     for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
         assert torch.equal(a, b)                          # bit-exact, dropout included

@@ -169,7 +169,8 @@ def load_or_train(model: torch.nn.Module, loss_fn, batch_fn, recipe, path: Path,
     wall = time.perf_counter() - t0
     if state.step - (state.resumed_from or 0) > 0:
         rec = training_record(path) if state.resumed_from else {}
-        total = rec.get("train_wall_s", 0.0) + wall
+        # the loop's own clock, kept in the checkpoint across a kill; a checkpoint from before it: add up the records
+        total = state.wall_s if state.wall_s is not None else rec.get("train_wall_s", 0.0) + wall
         rec.update(steps=state.step, train_wall_s=round(total, 2), steps_per_s=round(state.step / total, 3),
                    threads=torch.get_num_threads(), params=count_params(state.model),
                    trainable_params=count_params(state.model, trainable_only=True),
