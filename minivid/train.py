@@ -296,10 +296,10 @@ def _train(model, loss_fn, batch_fn, cfg, eval_fn, params, device, rank, world, 
                 _save_synced(ckpt, state, opt, cfg, rank, world, device)
     finally:
         bar.close()
-    if state.saved_step != state.step:                             # else the clock stopped at the last save
+    if state.saved_step != state.step:                             # not already on disk (else the clock stopped there)
         clock()
-    if ckpt is not None and state.saved_step != state.step:        # not already on disk
-        _save_synced(ckpt, state, opt, cfg, rank, world, device)
+        if ckpt is not None:
+            _save_synced(ckpt, state, opt, cfg, rank, world, device)
     model.eval()
     return state
 

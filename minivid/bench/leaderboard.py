@@ -12,7 +12,7 @@ for the same wall-clock budget on this machine, judged on the same held-out prom
   name (`common.record_lookups`) - the chapter-02 text encoder and image U-Net, chapter 03's base model, chapter 07's latents -
   is reused at its full recipe, not counted, and listed ("reuses"). A one-step probe run of `CLI.train` (which also
   trains any missing upstream model) makes every own training loadable; each one's parameters and FLOPs are measured
-  here (`perf.measure`) and its seconds per step in the real training loop (`loop_step_s`: the bare step is a quarter
+  here (`perf.measure`) and its seconds per step in the real training loop (`loop_step_s`: the bare step is
   cheaper, the 2026-12-03 trial found), and ONE factor scales all its step counts so that the estimated total is
   the budget (`budget_factor`, `scale_steps`: a renamed preset, so its checkpoints are cached apart). Then it
   trains for real (`CLI.train`) and the minutes it took are read from its checkpoints' training records.
@@ -139,10 +139,12 @@ def captured(entry: Entry, preset) -> list[TrainingSetup]:
 def loop_step_s(setup: TrainingSetup, steps: int) -> float:
     """Seconds per step of the real training loop (`minivid.train.train`: batches, loss, backward, clipping, the
     optimiser and the EMA; no checkpoint) on a copy of the setup's model, over `steps` steps after two warm-up steps
-    (which build any lazily made data). `perf.measure` times the bare step, which this loop costs a quarter more."""
+    (which build any lazily made data). `perf.measure` times the bare step, which is cheaper."""
+    trainable = set(setup.trainable)
+
     def run(n: int) -> float:
         model = copy.deepcopy(setup.model).train()
-        params = [q for name, q in model.named_parameters() if name in set(setup.trainable)]
+        params = [q for name, q in model.named_parameters() if name in trainable]
         cfg = common.train_config(replace(setup.recipe, steps=n), seed=TRAIN_SEED, path=None, desc="timing",
                                   progress=False)
         t0 = time.perf_counter()
@@ -161,17 +163,16 @@ def plan(entry: Entry, budget_s: float, reps: int) -> tuple[object, list[dict]]:
     if not own:
         raise RuntimeError(f"{entry.name}: CLI.train trained none of its preset's recipes {recipe_fields(p)}")
     cost = {k: measure(s, reps, profile_steps=1, top=1)[0] for k, s in own.items()}
-    for k, c in cost.items():                              # the budget is wall time: time the loop, >= 5 s of it
-        c["compute step s"] = c["step s"]
-        c["step s"] = loop_step_s(own[k], max(reps, min(100, round(5 / c["step s"]))))
+    # the budget is wall time: time the real loop, at least 5 s of it
+    loop = {k: loop_step_s(s, max(reps, min(100, round(5 / cost[k]["step s"])))) for k, s in own.items()}
     steps = {k: getattr(p, k).steps for k in own}
-    factor = budget_factor(steps, {k: c["step s"] for k, c in cost.items()}, budget_s)
+    factor = budget_factor(steps, loop, budget_s)
     scaled = scale_steps(p, factor, f"{p.name}-budget{budget_s / 60:g}m", only=own)
     rows = [{"model": entry.name, "training": own[k].desc.replace(probe.name, scaled.name), "recipe": k,
              "recipe steps": steps[k], "budget steps": getattr(scaled, k).steps, "params": c["params"],
-             "trained params": c["trainable"], "GFLOPs/step": c["GFLOPs/step"], "step s": c["step s"],
-             "compute step s": c["compute step s"],
-             "est. minutes": getattr(scaled, k).steps * c["step s"] / 60} for k, c in cost.items()]
+             "trained params": c["trainable"], "GFLOPs/step": c["GFLOPs/step"], "step s": loop[k],
+             "compute step s": c["step s"],
+             "est. minutes": getattr(scaled, k).steps * loop[k] / 60} for k, c in cost.items()]
     return scaled, rows
 
 
