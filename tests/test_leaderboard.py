@@ -255,6 +255,9 @@ def test_bench_leaderboard_smoke_runs_every_entry():
         rec = run_bench("leaderboard", "smoke")
     board, trainings, f = rec["tables"]["leaderboard"], rec["tables"]["trainings"], rec["figures"]
     assert [r["model"] for r in board] == [e.name for e in lb.entries("smoke")] and f["entries"] == len(board)
+    assert rec["tables"]["summary"] == [{k: r[k] for k in lb.SUMMARY} for r in board]
+    assert f["train_minutes_total"] == pytest.approx(sum(r["train min"] for r in board))
+    assert f["entries_wall_s"] == pytest.approx(sum(r["entry wall s"] for r in board))
     by = {r["model"]: r for r in board}
     for r in board:
         for k in (*lb.ACCURACIES, "temporal_consistency", "validity", "mean_acc"):
