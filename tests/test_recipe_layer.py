@@ -25,6 +25,33 @@ def test_cache_key_covers_recipe_seed_data_and_model_version(monkeypatch):
     assert common.checkpoint_path("chXX", "m", "smoke", 0, r, version=1) != base, "new data retrains"
 
 
+def test_an_added_field_at_its_default_leaves_the_key_alone_and_set_keys_like_any_field():
+    """`added_field`: a recipe gaining an option must not orphan every checkpoint trained before it. The key of a
+    recipe with the field at its default is the key the recipe had without it, nested or not; set, it differs."""
+    from dataclasses import dataclass, field, replace
+
+    @dataclass(frozen=True)
+    class Old:
+        lr: float = 1e-3
+        levels: tuple = (0, 1)
+        extra: dict = field(default_factory=lambda: {"a": (1, 2)})
+
+    @dataclass(frozen=True)
+    class New(Old):
+        motion: bool = common.added_field(False)
+
+    @dataclass(frozen=True)
+    class Preset:
+        name: str
+        recipe: object
+
+    key = lambda *parts: common.recipe_key(*parts, seed=3)                    # noqa: E731
+    assert key(New()) == key(Old()) and key(Preset("x", New())) == key(Preset("x", Old()))
+    assert key(New(motion=True)) != key(Old()) and key(Preset("x", New(motion=True))) != key(Preset("x", Old()))
+    assert key(replace(New(), lr=2e-3)) != key(New()), "every other field still keys"
+    assert key(Old()) == common.recipe_key(Old(), seed=3) != common.recipe_key(Old(), seed=4)
+
+
 def test_a_stale_data_version_never_loads_the_old_checkpoint(monkeypatch):
     old = ch02.checkpoint_path("clip", "smoke")
     old_video = ch03.checkpoint_path("smoke")
