@@ -209,3 +209,59 @@ def test_checkpoint_keys_follow_the_frozen_image_model_and_the_conditioning():
     assert ch04.checkpoint_path("finetune", p, clips=8) != ch04.checkpoint_path("finetune", p, clips=16)
     with pytest.raises(ValueError, match="conditioning must be"):
         ch04.VideoRecipe(conditioning="text")
+
+
+def test_motion_channels_start_as_the_image_model_train_alone_and_carry_the_pixels_flow():
+    """motion_channels: the grown model also denoises the clip's flow, read off its pixels (no label). At
+    initialisation its RGB output is the image model's frame by frame whatever the flow; the flow's layers are
+    among the only trainable ones; the batches carry the (played) clip's estimated flow; the interpolation network
+    keeps the flow channels and still starts as the video model; sampling returns pixels only."""
+    from dataclasses import replace
+    from minivid.data import WorldConfig, estimate_flow
+    image = _image_model()
+    r = replace(ch04.VideoRecipe(), pseudo3d={"attn_levels": (0,)}, motion_channels=True)
+    video = ch04.build_video_model(r, image)
+    assert ch04.channels(video) == 5 and ch04.channels(ch04.build_video_model(ch04.VideoRecipe(), image)) == 3
+    x, t, text = torch.randn(2, 5, 4, 8, 8), torch.tensor([10, 700]), _text(2)
+    with torch.no_grad():
+        out = video(x, t, **text)
+        assert out.shape == x.shape and torch.equal(out[:, :3], image(x[:, :3], t, **text))
+        x2 = x.clone()
+        x2[:, 3:] = torch.randn_like(x2[:, 3:])
+        assert torch.equal(video(x2, t, **text)[:, :3], out[:, :3]), "the flow input starts at zero"
+    names = {n for n, p in video.named_parameters() if p.requires_grad}
+    assert any(n.startswith("extra_io.") for n in names) and all(".temporal." in n or n.startswith(
+        ("temporal.", "extra_io.")) for n in names), names
+    from minivid.data import to_uint8
+    data = {"x": to_uint8(torch.rand(6, 3, 8, 16, 16) * 2 - 1), "text": None}
+    batch = ch04.make_batch_fn(r, data, batch_size=4)(0, torch.Generator().manual_seed(0))
+    assert batch["x"].shape == (4, 5, 8, 16, 16)
+    assert torch.equal(batch["x"][:, 3:], estimate_flow(batch["x"][:, :3], WorldConfig(size=16, frames=8)))
+    assert ch04.make_batch_fn(ch04.VideoRecipe(), data, batch_size=4)(0, torch.Generator())["x"].shape[1] == 3
+    interp = FrameInterpolator(copy.deepcopy(video))
+    known, mask = torch.randn(2, 3, 4, 8, 8), interpolation_mask(4, [0, 3]).expand(2, 4)
+    with torch.no_grad():
+        assert torch.equal(interp(x, t, known=known, mask=mask, **text), video(x, t, **text))
+    assert ch04.channels(interp) == 5
+    cond = lambda prompts: _text(len(prompts))                                # noqa: E731  a stand-in conditioner
+    cond.null = lambda b: _text(b)
+    clips = ch04.generate(video, make_schedule("cosine", 50), cond, ["a"] * 2, guidance=1.0, steps=2, frames=4,
+                          size=8, progress=False)
+    assert clips.shape == (2, 3, 4, 8, 8) and clips.abs().max() <= 1
+
+
+def test_smoke_motion_channels_train_generate_and_interpolate():
+    from dataclasses import replace
+    base = ch04.get_preset("smoke")
+    p = replace(base, video=replace(base.video, motion_channels=True))
+    assert ch04.checkpoint_path("video", p) != ch04.checkpoint_path("video", base), "its own cache entry"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, schedule, cond, _ = ch04.train_video(p, progress=False)
+        assert ch04.channels(model) == 5
+        x = ch04.generate(model, schedule, cond, ["a big red circle"] * 2, steps=2, frames=p.video.frames,
+                          progress=False)
+        interp, s2, c2 = ch04.train_interpolator(p, progress=False)
+        up = ch04.interpolate(interp, s2, c2, x, steps=2)
+    assert x.shape == (2, 3, p.video.frames, 16, 16)
+    assert up.shape == (2, 3, 2 * p.video.frames - 1, 16, 16) and torch.equal(up[:, :, ::2], x)

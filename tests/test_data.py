@@ -22,7 +22,9 @@ from minivid.data import (
     collate,
     combos,
     coverage,
+    estimate_flow,
     flow_field,
+    from_uint8,
     is_heldout,
     make_loader,
     materialize_split,
@@ -30,6 +32,7 @@ from minivid.data import (
     render,
     sample_batch,
     sample_params,
+    to_uint8,
     velocity,
 )
 from minivid.data.render import coverage_reference, sdf_triangle
@@ -158,6 +161,27 @@ def test_flow_field_moves_the_object_pixels_at_the_clip_velocity(frames):
     # played backwards with the direction flipped: the flow reverses in time and in sign
     back = flow_field(x.flip(2), REVERSED_DIRECTION[p["direction"]], p["speed"], world)
     assert_close(back, -flow.flip(2), atol=0, name="reversed flow")
+
+
+def test_estimate_flow_reads_the_drawn_velocity_off_the_pixels():
+    """The flow of unlabelled clips, from their pixels: on rendered clips (float and uint8) it is the coverage times
+    the velocity the world drew (independent of flow_field, an exercise), still clips have none, and a clip played
+    backwards has the negated flow reversed in time."""
+    world = WorldConfig(size=16, frames=8)
+    p = sample_params(64, "train", "video", world, make_generator(6))
+    x = render(p, world, 8)                                                     # (N, 3, T, S, S)
+    unit = world.speed_fast * world.speed_scale(8)
+    vel = torch.stack([p["vx"], p["vy"]], 1) / unit                            # (N, 2)
+    cov = ((x + 1) / 2).amax(1, keepdim=True)
+    for clips in (x, from_uint8(to_uint8(x))):
+        est = estimate_flow(clips, world)
+        assert est.shape == (64, 2, 8, 16, 16) and est.dtype == clips.dtype
+        assert_close(est, (cov * vel[:, :, None, None, None]).to(est.dtype), atol=0.02, name="estimated flow")
+        assert_close(estimate_flow(clips.flip(2), world), -est.flip(2), atol=1e-5, name="played backwards")
+    still = x[:, :, :1].expand(-1, -1, 8, -1, -1)
+    assert estimate_flow(still, world).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="clips"):
+        estimate_flow(x[:, :, 0], world)
 
 
 def test_flow_field_of_still_images_is_zero_and_bad_shapes_are_refused():

@@ -168,3 +168,27 @@ def flow_field(x: torch.Tensor, direction: torch.Tensor, speed: torch.Tensor, wo
     cov = ((x.float() + 1) / 2).amax(1, keepdim=True).clamp(0, 1).to(x.dtype)  # (N, 1, T, S, S)
     return cov * v[:, :, None, None, None]
     ### END SOLUTION
+
+
+def estimate_flow(x: torch.Tensor, world: WorldConfig) -> torch.Tensor:
+    """`flow_field`'s flow read off the pixels alone, for clips nobody labelled: (N, 3, T, S, S) -> (N, 2, T, S, S).
+
+    Each frame's object centroid is the coverage-weighted mean pixel position (coverage as in `flow_field`); the
+    clip's velocity is the least-squares slope of the centroids over the frames, in the same units (the fast speed
+    is 1). The world's objects move in straight lines and never leave the frame, so on real clips this is the
+    exact flow up to quantisation; VideoJAM (arXiv:2502.02492) estimates its flow with RAFT for the same reason.
+    """
+    if x.dim() != 5 or x.shape[1] != 3:
+        raise ValueError(f"x must be clips (N, 3, T, S, S), got {tuple(x.shape)}")
+    N, _, T, H, W = x.shape
+    cov = ((x.double() + 1) / 2).amax(1).clamp(0, 1)                              # (N, T, H, W)
+    mass = cov.sum((-2, -1)).clamp_min(1e-8)                                      # (N, T)
+    ys = (torch.arange(H, dtype=torch.float64, device=x.device) + 0.5) / H        # frame units, as the world's
+    xs = (torch.arange(W, dtype=torch.float64, device=x.device) + 0.5) / W
+    cx = (cov * xs).sum((-2, -1)) / mass                                          # (N, T)
+    cy = (cov * ys[:, None]).sum((-2, -1)) / mass
+    t = torch.arange(T, dtype=torch.float64, device=x.device) - (T - 1) / 2
+    slope = lambda c: (c * t).sum(-1) / (t * t).sum().clamp_min(1e-8)             # noqa: E731  (N,)
+    unit = world.speed_fast * world.speed_scale(T)
+    v = (torch.stack([slope(cx), slope(cy)], 1) / unit).clamp(-1, 1)             # (N, 2)
+    return (cov[:, None] * v[:, :, None, None, None]).to(x.dtype)

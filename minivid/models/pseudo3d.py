@@ -25,7 +25,7 @@ from torch import nn
 
 from minivid.models.blocks import AttentionBlock, ResBlock, zero_module
 from minivid.models.temporal import Pseudo3DConv, TemporalAttention
-from minivid.models.unet2d import UNet2D
+from minivid.models.unet2d import ExtraChannels, UNet2D
 
 
 @dataclass
@@ -80,12 +80,13 @@ def block_level(name: str, unet: UNet2D) -> int:
 
 def temporal_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Freeze everything but the layers Make-A-Video adds, and return those: the temporal convs of the
-    pseudo-3-D convs, the temporal attentions, and (frame interpolation) the extra input conv."""
+    pseudo-3-D convs, the temporal attentions, (frame interpolation) the extra input conv, and (motion channels,
+    `UNet2D.add_extra_channels`) the flow's input and output layers."""
     model.requires_grad_(False)
     new = []
     for m in model.modules():
         part = m.temporal if isinstance(m, Pseudo3DConv) else m.extra if isinstance(m, ConditionedStem) else \
-            m if isinstance(m, TemporalAttention) else None
+            m if isinstance(m, (TemporalAttention, ExtraChannels)) else None
         if part is not None:
             new += [p for p in part.parameters() if all(p is not q for q in new)]
     for p in new:
@@ -140,7 +141,9 @@ class ConditionedStem(nn.Module):
 class FrameInterpolator(nn.Module):
     """The masked frame-interpolation network: model(x_t, t, known=..., mask=..., **text) -> (B, 3, T, H, W).
 
-    Wraps an inflated video U-Net whose stem gains the known frames and the mask (`ConditionedStem`).
+    Wraps an inflated video U-Net whose stem gains the known frames and the mask (`ConditionedStem`). A video
+    model with motion channels (`UNet2D.add_extra_channels`) keeps them: x_t and the output carry its n flow
+    channels after the C pixel ones, (B, C + n, T, H, W); the known frames are pixels only.
     """
 
     def __init__(self, video: UNet2D):
@@ -149,12 +152,14 @@ class FrameInterpolator(nn.Module):
         video.stem = ConditionedStem(video.stem, c + 1)
         video.cfg.in_channels = 2 * c + 1
         self.video, self.channels = video, c
+        self.extra = 0 if video.extra_io is None else video.extra_io.n
 
     def forward(self, x, t, known=None, mask=None, **kw):
-        """x: (B, C, T, H, W) noisy clip; known: (B, C, T, H, W); mask: (T,) or (B, T) (1 = known frame)."""
+        """x: (B, C [+ n], T, H, W) noisy clip; known: (B, C, T, H, W); mask: (T,) or (B, T) (1 = known frame)."""
         if known is None or mask is None:
             raise ValueError("FrameInterpolator needs known= (B, C, T, H, W) and mask= (T,) or (B, T)")
-        return self.video(torch.cat([x, interpolation_input(known, mask)], dim=1), t, **kw)
+        x, flow = x.split([self.channels, self.extra], dim=1)         # the U-Net reads its extra channels last
+        return self.video(torch.cat([x, interpolation_input(known, mask), flow], dim=1), t, **kw)
 
 
 __all__ = ["Pseudo3DConfig", "inflate", "temporal_parameters", "interpolation_mask", "interpolation_input",

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import torch
 
-from minivid.data import COLORS, SHAPES, SIZES, combos, from_uint8, time_reversed, video_pool, video_text_pool
+from minivid.data import (COLORS, SHAPES, SIZES, WorldConfig, combos, estimate_flow, from_uint8, time_reversed,
+                          video_pool, video_text_pool)
 from minivid.diffusion import Schedule, diffusion_loss, mixed_noise
 from minivid.models.pseudo3d import Pseudo3DConfig, inflate, temporal_parameters
 from minivid.pipelines import common
 from minivid.pipelines.common import (
     ChapterCLI,
+    added_field,
     guided_ddim,
     load_or_train,
     load_weights,
@@ -46,6 +48,7 @@ from minivid.pipelines.common import (
 from minivid.text import TextConditioner, caption_dropout
 
 MODEL_VERSION = 2          # bump when an architecture or loss of this chapter changes (stale caches retrain)
+RGB, FLOW = 3, 2           # channels: the pixels, and the optical flow (motion channels only)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class VideoRecipe:
     video_pool: int = 8000             # unlabelled clips (plentiful)
     time_reversal: float = 0.5         # chance a clip is played backwards (free data: no caption to fix)
     noise_alpha: float = 1.0           # noise partly shared across frames, in training and sampling (`mixed_noise`)
+    # also denoise the clip's flow, read off its pixels (`estimate_flow`; VideoJAM, as chapter 03), through new
+    # layers that start at zero. An added field: off, the models trained before it keep their cache keys
+    motion_channels: bool = added_field(False)
 
     def __post_init__(self):
         if self.noise_alpha < 0:
@@ -167,8 +173,23 @@ def image_model(recipe: VideoRecipe, progress: bool = True) -> common.Denoiser:
 
 
 def build_video_model(recipe: VideoRecipe, unet) -> torch.nn.Module:
-    """A copy of the image U-Net with pseudo-3-D layers; only they require grad."""
-    return inflate(copy.deepcopy(unet), Pseudo3DConfig(**recipe.pseudo3d))
+    """A copy of the image U-Net with pseudo-3-D layers (and the motion channels' layers); only they require grad."""
+    net = inflate(copy.deepcopy(unet), Pseudo3DConfig(**recipe.pseudo3d))
+    if recipe.motion_channels:
+        net.add_extra_channels(FLOW)
+    temporal_parameters(net)
+    return net
+
+
+def channels(model) -> int:
+    """The channels a (video or interpolation) model denoises: RGB, plus FLOW with motion channels."""
+    video = getattr(model, "video", model)                     # a FrameInterpolator wraps the video model
+    return RGB + (0 if getattr(video, "extra_io", None) is None else video.extra_io.n)
+
+
+def with_flow(x: torch.Tensor) -> torch.Tensor:
+    """Clips (B, 3, T, S, S) -> (B, 3 + 2, T, S, S): RGB then the flow read off the pixels (`estimate_flow`)."""
+    return torch.cat([x, estimate_flow(x, WorldConfig(size=x.shape[-1], frames=x.shape[2]))], 1)
 
 
 def appearance_captions() -> list[str]:
@@ -207,7 +228,8 @@ def make_batch_fn(recipe, data: dict, batch_size: int | None = None, time_revers
     """batch_fn(step, g) -> {"x": (B, 3, T, S, S), "context", "context_mask", "pooled"} (null text when absent).
 
     With `time_reversal` p a clip is played backwards with probability p; when the data has
-    "text_reversed" (captioned clips), its caption flips direction with it.
+    "text_reversed" (captioned clips), its caption flips direction with it. With `recipe.motion_channels` "x" also
+    carries the (played) clip's flow, read off its pixels: (B, 3 + 2, T, S, S).
     """
     B = batch_size or recipe.batch_size
     p_back = recipe.time_reversal if time_reversal is None else time_reversal
@@ -217,7 +239,7 @@ def make_batch_fn(recipe, data: dict, batch_size: int | None = None, time_revers
         x = from_uint8(data["x"][idx])
         back = torch.rand(B, generator=g) < p_back
         x = torch.where(back[:, None, None, None, None], x.flip(2), x)
-        out = {"x": x}
+        out = {"x": with_flow(x) if recipe.motion_channels else x}
         if data.get("text") is not None:
             for k, v in data["text"].items():
                 out[k] = v[idx]
@@ -279,9 +301,10 @@ def generate(model, schedule: Schedule, cond: TextConditioner, prompts: list[str
     noise_alpha: how much of the starting noise the frames share (`mixed_noise`); by default the recipe's.
     """
     alpha = VideoRecipe.noise_alpha if noise_alpha is None else noise_alpha
-    return guided_ddim(model, schedule, cond, prompts, (3, frames, size, size), guidance=guidance,
-                       objective=objective, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
-                       noise_alpha=alpha)
+    x = guided_ddim(model, schedule, cond, prompts, (channels(model), frames, size, size), guidance=guidance,
+                    objective=objective, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
+                    noise_alpha=alpha)
+    return x[:, :RGB]                                          # a motion-channel model's flow is not returned
 
 
 # ----------------------------------------------------------------------------- step 3: video-text fine-tuning
@@ -335,7 +358,7 @@ CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_ra
                  summary="Make-A-Video: temporal layers on the frozen ch02 image model, from unlabelled video")
 
 __all__ = ["VideoRecipe", "FinetuneRecipe", "InterpRecipe", "Ch04Preset", "PRESETS", "get_preset",
-           "checkpoint_path", "image_model", "build_video_model", "appearance_captions", "pseudo_captions",
+           "checkpoint_path", "image_model", "build_video_model", "channels", "with_flow", "appearance_captions", "pseudo_captions",
            "training_data", "make_batch_fn", "loss_fn_for", "train_video", "load_video_model", "generate", "finetune",
            "train_command", "cli_train", "cli_generate", "CLI"]
 

@@ -17,11 +17,13 @@ from minivid.models.pseudo3d import FrameInterpolator, interpolation_mask, tempo
 from minivid.pipelines.ch04 import (
     Ch04Preset,
     VideoRecipe,
+    channels,
     checkpoint_path,
     get_preset,
     image_model,
     load_video_model,
     train_command,
+    with_flow,
 )
 from minivid.pipelines.common import guided_ddim, load_or_train
 from minivid.text import TextConditioner
@@ -62,7 +64,7 @@ def interp_batch_fn(preset, pools: dict):
         T = x.shape[2]
         known = range(0, T, 2) if kind == "interp" else range(T0)
         mask = interpolation_mask(T, list(known)).expand(i.batch_size, T)
-        return {"x": x, "known": x, "mask": mask}
+        return {"x": with_flow(x) if p.video.motion_channels else x, "known": x, "mask": mask}
     return batch_fn
 
 
@@ -102,11 +104,12 @@ def fill_frames(interp: FrameInterpolator, schedule: Schedule, cond: TextConditi
     noise_alpha: the starting noise's share across frames (by default the video recipe's, as trained)."""
     B, T = known.shape[0], known.shape[2]
     m = mask.to(known).expand(B, T)
-    out = guided_ddim(interp, schedule, cond, [""] * B, tuple(known.shape[1:]), guidance=1.0, objective=objective,
+    shape = (channels(interp), *known.shape[2:])                    # with motion channels: the flow too
+    out = guided_ddim(interp, schedule, cond, [""] * B, shape, guidance=1.0, objective=objective,
                       steps=steps, seed=seed, progress=progress, extra={"known": known, "mask": m},
                       noise_alpha=VideoRecipe.noise_alpha if noise_alpha is None else noise_alpha)
     keep = m[:, None, :, None, None].bool()
-    return torch.where(keep, known, out)
+    return torch.where(keep, known, out[:, :known.shape[1]])
 
 
 def interpolate(interp, schedule, cond, clips: torch.Tensor, **kw) -> torch.Tensor:
