@@ -219,3 +219,43 @@ def test_temporal_attention_with_its_own_text_read_starts_as_the_image_model_and
         assert torch.equal(with_read, video(x, t, **null))
     with pytest.raises(ValueError, match="context_dim"):
         align(UNet2D(unet2d_config("unet2d-tiny", in_channels=4, out_channels=4)), cfg)
+
+
+def test_3d_temporal_convs_start_as_the_image_model_and_match_a_float64_conv3d():
+    """spatial_kernel=3: the temporal residual blocks become 3x3x3 convolutions (the paper's 3-D conv blocks). At
+    initialisation the video model is still the image model exactly (their last conv is zero). Trained, a block is
+    its float64 functional recomputation (conv3d with (1, s//2, s//2) padding) and reaches two frames each way, no
+    further, and never another clip."""
+    from minivid.models.alignment import TemporalResBlock
+    image = _image_model()
+    x, t, text = _inputs()
+    x = x[:, :4]
+    video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16, attn_levels=(0,), spatial_kernel=3))
+    convs = [m for m in video.modules() if isinstance(m, TemporalResBlock)]
+    assert convs and all(m.conv1.kernel_size == (3, 3, 3) and m.conv2.padding == (1, 1, 1) for m in convs)
+    with torch.no_grad():
+        assert torch.equal(video(x, t, **text), image(x, t, **text))
+    g = torch.Generator().manual_seed(3)
+    F, T = torch.nn.functional, 6
+    u = lambda z: z.view(2, T, *z.shape[1:]).transpose(1, 2)                        # (B*T, C, H, W) -> (B, C, T, H, W)
+    f = lambda z: z.transpose(1, 2).reshape(2 * T, *z.shape[1:2], *z.shape[3:])
+    outs = {}
+    for s in (1, 3):
+        block = TemporalResBlock("b", 8, 4, kernel=3, spatial_kernel=s).double()
+        with torch.no_grad():
+            block.conv2.weight.copy_(torch.randn(block.conv2.weight.shape, generator=g, dtype=torch.float64))
+        h = torch.randn(2 * T, 8, 6, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        bumped = h.clone()
+        bumped[1, :, 2, 2] += 1.0                                                  # clip 0, frame 1, pixel (2, 2)
+        with torch.no_grad():
+            out = block(h, num_frames=T)
+            moved = (block(bumped, num_frames=T) - out).abs().amax((1, 2, 3)).view(2, T)
+            pad = (1, s // 2, s // 2)
+            a = f(F.conv3d(u(F.silu(block.norm1(h))), block.conv1.weight, block.conv1.bias, padding=pad))
+            want = h + f(F.conv3d(u(F.silu(block.norm2(a))), block.conv2.weight, block.conv2.bias, padding=pad))
+        torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+        assert (moved[0, :4] > 1e-6).all() and moved[0, 4:].max() == 0 and moved[1].max() == 0, (s, moved)
+        outs[s] = out
+    assert (outs[1] - outs[3]).abs().max() > 1e-3, "the 3x3x3 block is another function"
+    with pytest.raises(ValueError, match="spatial_kernel"):
+        AlignmentConfig(spatial_kernel=2)

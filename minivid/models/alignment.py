@@ -47,6 +47,9 @@ class AlignmentConfig:
     temporal_attn: bool = True          # a temporal attention after every spatial attention block
     attn_levels: tuple[int, ...] = ()   # also a temporal attention after the ResBlocks of these levels (0 = full size)
     kernel: int = 3                     # taps of the temporal convs
+    spatial_kernel: int = 1             # their taps across space: 1 reads each pixel's frames alone; 3 makes them the
+                                        # paper's "residual blocks based on 3D convolutions" (3x3x3), which see the
+                                        # neighbours a moving object comes from
     head_dim: int = 32
     rel_pos_buckets: int = 16
     rel_pos_max_distance: int = 32
@@ -57,6 +60,8 @@ class AlignmentConfig:
 
     def __post_init__(self):
         check_kernel_and_alpha(self.kernel, self.alpha_init)
+        if not isinstance(self.spatial_kernel, int) or self.spatial_kernel < 1 or self.spatial_kernel % 2 == 0:
+            raise ValueError(f"spatial_kernel must be an odd int >= 1, got {self.spatial_kernel!r}")
         if not isinstance(self.motion_channels, int) or self.motion_channels < 0:
             raise ValueError(f"motion_channels must be an int >= 0, got {self.motion_channels!r}")
         if any(not isinstance(lv, int) or lv < 0 for lv in self.attn_levels):
@@ -106,22 +111,24 @@ PADDINGS = ("zeros", "replicate")      # a temporal conv's padding beyond the cl
 
 
 class TemporalResBlock(nn.Module):
-    """A residual block across frames: GN-SiLU-conv(k,1,1), GN (scale-shift by the embedding, if any)-SiLU,
-    zero-initialised conv(k,1,1); plus the input. Starts as the identity. x: (B*T, C, H, W) -> the same.
+    """A residual block across frames: GN-SiLU-conv(k,s,s), GN (scale-shift by the embedding, if any)-SiLU,
+    zero-initialised conv(k,s,s); plus the input. Starts as the identity. x: (B*T, C, H, W) -> the same.
 
-    The convs are (k, 1, 1) Conv3d on (B, C, T, H, W): every pixel's sequence of frames, nothing across space.
+    The convs are (k, s, s) Conv3d on (B, C, T, H, W): with spatial_kernel s = 1 every pixel's sequence of frames,
+    nothing across space; with s = 3 a 3-D convolution, each output reading its neighbours in the frames around it.
     GroupNorm runs per frame. emb_dim: read the block embedding (N, E) like the U-Net's ResBlocks (None: the
     decoder, which has none). padding: what the convs see beyond the first and last frame, "zeros" or "replicate"
     (the end frames repeated: a clip's first frame then has a neighbour like itself, not a blank one).
     """
 
     def __init__(self, name: str, channels: int, groups: int, emb_dim: int | None = None, kernel: int = 3,
-                 padding: str = "zeros"):
+                 padding: str = "zeros", spatial_kernel: int = 1):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         self.name, self.channels = name, channels
-        conv = dict(kernel_size=(kernel, 1, 1), padding=(kernel // 2, 0, 0), padding_mode=padding)
+        s = spatial_kernel
+        conv = dict(kernel_size=(kernel, s, s), padding=(kernel // 2, s // 2, s // 2), padding_mode=padding)
         self.norm1, self.conv1 = nn.GroupNorm(groups, channels), nn.Conv3d(channels, channels, **conv)
         self.emb = nn.Linear(emb_dim, 2 * channels) if emb_dim else None
         self.norm2 = nn.GroupNorm(groups, channels)
@@ -201,7 +208,8 @@ def align(unet: UNet2D, cfg: AlignmentConfig | None = None) -> UNet2D:
             plan[b.name] = ["attn"]
     plan = {n: kinds for n, kinds in plan.items() if kinds}
     unet.add_temporal_layers(lambda n, ch: AlignmentLayer(
-        f"{n}_align", [TemporalResBlock(f"{n}_tconv", ch, g, E, cfg.kernel) if k == "conv" else attn(n, ch)
+        f"{n}_align", [TemporalResBlock(f"{n}_tconv", ch, g, E, cfg.kernel, spatial_kernel=cfg.spatial_kernel)
+                       if k == "conv" else attn(n, ch)
                        for k in plan[n]], cfg.alpha_init), list(plan))
     if cfg.motion_channels:                       # the flow's input, alpha-merged like every temporal layer
         io = unet.add_extra_channels(cfg.motion_channels)
