@@ -26,6 +26,8 @@ def test_provenance_names_the_seeds_and_the_cpu_when_recorded():
     assert results.provenance(old).endswith("--seed 0` on 2026-12-01: 60 s wall, cpu (2 cores, torch 2.13.0)._")
     new = {**record, "machine": {**record["machine"], "cpu_id": "25/1", "cpu_capability": "AVX2"}}
     assert "(AMD EPYC 25/1 AVX2, 2 cores, 2 threads, torch" in results.provenance(new), "which EPYC, which ISA"
+    resumed = {**record, "figures": {"entries_wall_s": 7200.4}}
+    assert ": 60 s wall (its entries took 7200 s in the runs that finished them), cpu" in results.provenance(resumed)
 
 
 def test_render_fills_block_from_json_and_names_the_command(tmp_path):
