@@ -58,8 +58,8 @@ __all__ = [
     "ATTRIBUTES", "REVERSED_DIRECTION", "COLORS", "COLOR_RGB", "DIRECTIONS", "HELDOUT_COMBOS",
     "IMAGE_TEMPLATES", "KINDS", "SHAPES", "SIZES", "SPEEDS", "SPLITS", "SYNONYMS", "VIDEO_TEMPLATES", "VOCAB",
     "ImageTextDataset", "ShapesDataset", "VideoDataset", "VideoTextDataset", "WorldConfig", "all_captions",
-    "caption", "centroid_offset", "collate", "combos", "coverage", "estimate_flow", "flow_field", "from_uint8", "is_heldout",
-    "make_loader", "materialize_split", "parse_caption", "render", "render_items", "sample_batch",
+    "caption", "centroid_offset", "collate", "combos", "coverage", "estimate_flow", "flow_field", "from_uint8",
+    "is_heldout", "make_loader", "materialize_split", "parse_caption", "render", "render_items", "sample_batch",
     "sample_params", "sdf_circle", "sdf_square", "sdf_triangle", "time_reversed", "to_uint8", "velocity",
     "vocabulary",
 ]

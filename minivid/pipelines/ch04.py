@@ -181,7 +181,7 @@ def build_video_model(recipe: VideoRecipe, unet) -> torch.nn.Module:
     net = inflate(copy.deepcopy(unet), Pseudo3DConfig(**recipe.pseudo3d))
     if recipe.motion_channels:
         net.add_extra_channels(FLOW)
-    temporal_parameters(net)
+        temporal_parameters(net)                               # inflate froze all but its own layers: these train too
     return net
 
 
@@ -362,7 +362,8 @@ CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_ra
                  summary="Make-A-Video: temporal layers on the frozen ch02 image model, from unlabelled video")
 
 __all__ = ["VideoRecipe", "FinetuneRecipe", "InterpRecipe", "Ch04Preset", "PRESETS", "get_preset",
-           "checkpoint_path", "image_model", "build_video_model", "channels", "with_flow", "appearance_captions", "pseudo_captions",
+           "checkpoint_path", "image_model", "build_video_model", "channels", "with_flow", "appearance_captions",
+           "pseudo_captions",
            "training_data", "make_batch_fn", "loss_fn_for", "train_video", "load_video_model", "generate", "finetune",
            "train_command", "cli_train", "cli_generate", "CLI"]
 

@@ -32,7 +32,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,7 +41,8 @@ import torch
 from minivid.data import DATA_VERSION
 from minivid.diffusion import Schedule, ddim_sample, make_schedule, mixed_noise
 from minivid.diffusion.flow import flow_sample
-from minivid.pipelines.presets import pick_preset, recipe_fields, with_recipe_steps, with_steps
+from minivid.pipelines.presets import (added_field, key_parts, pick_preset, recipe_fields, with_recipe_steps,
+                                      with_steps)
 from minivid.train import TrainConfig, TrainState, count_params, train
 from minivid.utils import (
     REPO_ROOT,
@@ -57,27 +58,9 @@ from minivid.utils import (
 
 # ----------------------------------------------------------------------------- keys and paths
 
-def added_field(default, **kw):
-    """A recipe field added after checkpoints were keyed without it: at its default it is left out of the key
-    (`recipe_key`), so every model trained before it existed keeps its cache entry; set, it keys like any field."""
-    return field(default=default, metadata={"key": "omit_default"}, **kw)
-
-
-def _keyed(obj):
-    """asdict's plain structure of a recipe part, without the `added_field`s that hold their default."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _keyed(getattr(obj, f.name)) for f in fields(obj)
-                if not (f.metadata.get("key") == "omit_default" and getattr(obj, f.name) == f.default)}
-    if isinstance(obj, (list, tuple)):
-        return [_keyed(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _keyed(v) for k, v in obj.items()}
-    return obj
-
-
 def recipe_key(*parts, seed: int, version: int = 1) -> str:
     """10 hex digits hashing the recipe parts (dataclasses, strings, numbers), seed, data and model version."""
-    blob = json.dumps({"parts": [_keyed(p) for p in parts], "seed": seed,
+    blob = json.dumps({"parts": [key_parts(p) for p in parts], "seed": seed,
                        "data_version": DATA_VERSION, "model_version": version}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -399,7 +382,7 @@ class ChapterCLI:
     variants: dict[str, Callable] | None = None
 
 
-__all__ = ["pick_preset", "with_steps", "with_recipe_steps", "recipe_fields", "recipe_key", "checkpoint_path",
-           "schedule_for", "train_config", "training_record", "TrainingSetup", "capture_training", "record_lookups",
-           "lazy_batches", "load_or_train", "is_finished", "load_weights", "guided_ddim", "guided_flow", "provides",
-           "pretrained", "pretrained_path", "ChapterCLI", "Denoiser"]
+__all__ = ["added_field", "pick_preset", "with_steps", "with_recipe_steps", "recipe_fields", "recipe_key",
+           "checkpoint_path", "schedule_for", "train_config", "training_record", "TrainingSetup", "capture_training",
+           "record_lookups", "lazy_batches", "load_or_train", "is_finished", "load_weights", "guided_ddim", "guided_flow",
+           "provides", "pretrained", "pretrained_path", "ChapterCLI", "Denoiser"]

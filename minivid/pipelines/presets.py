@@ -9,7 +9,7 @@ puts the preset's name into every path), so it never overwrites, or loads, the p
 """
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import field, fields, is_dataclass, replace
 
 
 def pick_preset(name, presets: dict, chapter: str):
@@ -50,4 +50,24 @@ def with_steps(preset, recipes: str | tuple[str, ...], steps: int | None):
     return with_recipe_steps(preset, f"{preset.name}-steps{steps}", dict.fromkeys(names, steps))
 
 
-__all__ = ["pick_preset", "recipe_fields", "with_recipe_steps", "with_steps"]
+
+def added_field(default, **kw):
+    """A recipe field added after checkpoints were keyed without it: at its default it is left out of the key
+    (`recipe_key`), so every model trained before it existed keeps its cache entry; set, it keys like any field."""
+    return field(default=default, metadata={"key": "omit_default"}, **kw)
+
+
+def key_parts(obj):
+    """asdict's plain structure of a recipe part (what `common.recipe_key` hashes), without the `added_field`s
+    that hold their default."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: key_parts(getattr(obj, f.name)) for f in fields(obj)
+                if not (f.metadata.get("key") == "omit_default" and getattr(obj, f.name) == f.default)}
+    if isinstance(obj, (list, tuple)):
+        return [key_parts(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: key_parts(v) for k, v in obj.items()}
+    return obj
+
+
+__all__ = ["pick_preset", "recipe_fields", "with_recipe_steps", "with_steps", "added_field", "key_parts"]
