@@ -23,7 +23,7 @@ from minivid.models.alignment import (
 )
 from minivid.models.vae import AutoencoderKL, latent_scale_factor, vae_config
 from minivid.pipelines import ch06, common
-from minivid.pipelines.ch06_latents import decoder_batch_fn, decoder_loss
+from minivid.pipelines.ch06_latents import decoder_batch_fn, decoder_loss, motion_channels
 from minivid.utils import make_generator
 
 D = 8
@@ -363,9 +363,11 @@ def test_smoke_trainings_generate_cache_and_resume(monkeypatch):
         assert torch.equal(frame, codec.decode(z).clamp(-1, 1))
         assert torch.equal(ch06.cli_generate(prompts, preset="smoke", steps=2, seed=3), clips)
         _, z1 = ch06.generate(prompts, preset="smoke", steps=2, seed=3, progress=False, alpha=1.0, return_latents=True)
-        ref = common.guided_ddim(image.model, image.schedule, image.cond, prompts, (4, p.video.frames, 8, 8),
+        m = motion_channels(p.video)               # the flow is drawn and denoised beside the latents: the image
+        frames = lambda x, t, **kw: torch.cat([image.model(x[:, :4], t, **kw), 0 * x[:, 4:]], 1)  # model + any flow
+        ref = common.guided_ddim(frames, image.schedule, image.cond, prompts, (4 + m, p.video.frames, 8, 8),
                                  guidance=p.guidance, objective=image.objective, steps=2, seed=3, progress=False,
-                                 clip=None)
+                                 clip=None)[:, :4]
         assert torch.equal(z1, ref), "alpha = 1 samples the latent image model, frame by frame"
         assert ch06.generate(prompts[:1], preset="smoke", steps=2, frames=6, progress=False).shape[2] == 6
         assert ch06.generate_images(prompts, preset="smoke", steps=2, progress=False).shape == (2, 3, 32, 32)
@@ -397,14 +399,15 @@ def test_capture_sees_four_trainings_and_what_each_optimises():
                                                                   "temporal alignment layers", "temporal decoder"))
     for desc in ("ch06 temporal alignment layers (smoke)", "ch06 temporal decoder (smoke)"):
         s = setups[desc]
-        assert s.trainable and all(n.startswith("temporal.") for n in s.trainable), desc
+        new = ("temporal.", "extra_io.")        # the temporal layers; the video model's flow input and output
+        assert s.trainable and all(n.startswith(new) for n in s.trainable), desc
         assert len(s.trainable) < len(list(s.model.parameters()))
     s = setups["ch06 latent text-to-image U-Net (smoke)"]
     assert len(s.trainable) == len(list(s.model.parameters()))
     b = s.batch_fn(0, make_generator(0))
     assert b["x"].shape == (s.recipe.batch_size, 4, 8, 8) and b["context"].shape[0] == s.recipe.batch_size
     b = setups["ch06 temporal alignment layers (smoke)"].batch_fn(0, make_generator(0))
-    assert b["x"].shape[1:] == (4, ch06.get_preset("smoke").video.frames, 8, 8)
+    assert b["x"].shape[1:] == (4 + 2, ch06.get_preset("smoke").video.frames, 8, 8), "latents and flow"
     assert ch06.CLI.generate is ch06.cli_generate and ch06.CLI.demo_rank == 0 and ch06.CLI.frames == (2, 16)
     full = ch06.get_preset("full")                              # the chapter's shapes: 32x32 -> 8x8, 8 frames
     assert ch06.latent_side(full.vae) == 8 and full.video.frames == full.decoder.frames == 8

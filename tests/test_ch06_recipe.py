@@ -1,15 +1,18 @@
 """Chapter 06's recipe beyond the paper's core. Motion channels: the latent video model also denoises the clip's
 optical flow at the latents' resolution (VideoJAM, arXiv:2502.02492, as chapter 03 does in pixel space), through
 new layers on the frozen latent image model that start at zero. The temporal decoder's padding in time. The
-temporal layers' shifted training timesteps and their own text read."""
+temporal layers' shifted training timesteps, their own text read and their cross-attention to the text."""
 import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from minivid.data import WorldConfig, flow_field, from_uint8, materialize_split, time_reversed
 from minivid.diffusion import make_schedule
 from minivid.models import UNet2D, unet2d_config
+from minivid.models.blocks import TextCrossAttention
+from minivid.models.temporal import TemporalAttention
 from minivid.models.vae import AutoencoderKL, vae_config
 from minivid.models.alignment import AlignmentConfig, TemporalDecoder, align, alignment_parameters, set_alpha
 from minivid.pipelines import ch06
@@ -86,8 +89,10 @@ def test_only_the_temporal_and_motion_layers_train_and_bad_channel_counts_are_na
     with pytest.raises(ValueError, match="motion_channels must be 0 or 2"):
         ch06.VideoRecipe(alignment={"motion_channels": 3})
     assert motion_channels(ch06.VideoRecipe(alignment={"motion_channels": FLOW})) == FLOW
-    assert motion_channels(ch06.get_preset("full").video) == 0 == motion_channels(ch06.get_preset("smoke").video), \
-        "off in the presets: tried, it made direction worse (the recipe's comment)"
+    full, smoke = ch06.get_preset("full").video, ch06.get_preset("smoke").video
+    assert motion_channels(full) == FLOW == motion_channels(smoke), "on in both presets, so CI runs the recipe's path"
+    assert full.alignment["text_cross_attn"] and smoke.alignment["text_cross_attn"] and full.t_shift > 1, \
+        "alone, motion channels made direction worse; with the cross-attention and the shift they fixed it (comment)"
 
 
 def _pool(n=12, size=16, frames=4):
@@ -218,6 +223,60 @@ def test_temporal_attention_with_its_own_text_read_starts_as_the_image_model_and
             p.weight.zero_()
         assert torch.equal(with_read, video(x, t, **null))
     with pytest.raises(ValueError, match="context_dim"):
+        align(UNet2D(unet2d_config("unet2d-tiny", in_channels=4, out_channels=4)), cfg)
+
+
+def _cross_reference(m, x, context, mask):
+    """TextCrossAttention in float64, written out: per frame, queries from every pixel, keys/values from the tokens."""
+    d = lambda t: t.double()
+    N, C, H, W = x.shape
+    h = d(x).flatten(2).transpose(1, 2)                                              # (N, HW, C)
+    hn = F.layer_norm(h, (C,), d(m.norm_x.weight), d(m.norm_x.bias), m.norm_x.eps)
+    q = hn @ d(m.q.weight).T + d(m.q.bias)
+    k, v = (d(context) @ d(m.kv.weight).T + d(m.kv.bias)).chunk(2, dim=-1)
+    out = torch.zeros_like(h)
+    c = C // m.heads
+    for i in range(m.heads):
+        s = q[..., i * c:(i + 1) * c] @ k[..., i * c:(i + 1) * c].transpose(1, 2) / c ** 0.5   # (N, HW, Lc)
+        s = s.masked_fill(~mask[:, None, :], float("-inf"))
+        out[..., i * c:(i + 1) * c] = s.softmax(-1) @ v[..., i * c:(i + 1) * c]
+    return (h + out @ d(m.proj_x.weight).T).transpose(1, 2).reshape(N, C, H, W)
+
+
+def test_temporal_layers_with_cross_attention_to_the_text_start_as_the_image_model_and_match_float64():
+    """text_cross_attn: every temporal attention is followed by a cross-attention from each pixel of each frame to
+    the caption's tokens (zero-initialised output), as the released Video LDM code's VideoTransformerBlock. At
+    initialisation the video model is the image model exactly; only the new layers train; trained, a layer is its
+    float64 recomputation, padding tokens change nothing, and another direction word changes the output."""
+    image = _image_model()
+    x, t, text = _inputs()
+    x = x[:, :4]
+    cfg = AlignmentConfig(head_dim=4, attn_levels=(0,), text_cross_attn=True)
+    video = align(copy.deepcopy(image), cfg)
+    cross = [m for m in video.modules() if isinstance(m, TextCrossAttention)]
+    assert len(cross) == sum(isinstance(m, TemporalAttention) for m in video.modules()) > 0
+    assert set(map(id, (q for m in cross for q in m.parameters()))) <= set(map(id, alignment_parameters(video)))
+    with torch.no_grad():
+        assert torch.equal(video(x, t, **text), image(x, t, **text))
+        g = torch.Generator().manual_seed(3)
+        for m in cross:
+            m.proj_x.weight.normal_(0, 0.5, generator=g)
+        m = cross[0]
+        h = torch.randn(4, m.channels, 8, 8, generator=g)
+        ctx, mask = torch.randn(4, 5, D, generator=g), torch.tensor([[1, 1, 1, 0, 0]] * 4, dtype=torch.bool)
+        ref = _cross_reference(m, h, ctx, mask)
+        assert torch.allclose(m(h, context=ctx, context_mask=mask).double(), ref, atol=1e-5, rtol=1e-5)
+        padded = ctx.clone()
+        padded[:, 3:] = torch.randn(4, 2, D, generator=g)                         # only the padding differs
+        assert torch.allclose(m(h, context=padded, context_mask=mask), m(h, context=ctx, context_mask=mask),
+                              atol=1e-6)
+        other = ctx.clone()
+        other[:, 2] = torch.randn(4, D, generator=g)                               # another word
+        assert not torch.allclose(m(h, context=other, context_mask=mask), m(h, context=ctx, context_mask=mask))
+        assert torch.equal(m(h), h), "no text: the identity"
+        set_alpha(video, 0.5)
+        assert not torch.allclose(video(x, t, **text), image(x, t, **text))
+    with pytest.raises(ValueError, match="text_cross_attn needs"):
         align(UNet2D(unet2d_config("unet2d-tiny", in_channels=4, out_channels=4)), cfg)
 
 

@@ -34,7 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minivid.models.blocks import AttentionBlock, ResBlock, fold_frames, unfold_frames, zero_module
+from minivid.models.blocks import (
+    AttentionBlock,
+    ResBlock,
+    TextCrossAttention,
+    fold_frames,
+    unfold_frames,
+    zero_module,
+)
 from minivid.models.pseudo3d import block_level
 from minivid.models.temporal import TemporalAttention
 from minivid.models.unet2d import ExtraChannels, UNet2D
@@ -55,6 +62,8 @@ class AlignmentConfig:
     rel_pos_max_distance: int = 32
     text_in_time: bool = True           # temporal attention also reads the block embedding (time + pooled text)
     text_tokens_in_time: bool = False   # ... and the text tokens' mean through a projection of its own (zero init)
+    text_cross_attn: bool = False       # every temporal attention followed by a cross-attention to the text tokens
+                                        # (zero-init output), as the released code's VideoTransformerBlock
     alpha_init: float = 0.5             # every alpha at initialisation (logit = log(a / (1 - a)))
     motion_channels: int = 0            # also denoise this many flow channels (`UNet2D.add_extra_channels`; 2: x, y)
 
@@ -191,13 +200,21 @@ def align(unet: UNet2D, cfg: AlignmentConfig | None = None) -> UNet2D:
     if not isinstance(unet, UNet2D):
         raise TypeError(f"align grows a UNet2D (the latent image model), got {type(unet).__name__}")
     E, g = 4 * unet.cfg.channels, unet.cfg.groups
-    if cfg.text_tokens_in_time and unet.cfg.context_dim is None:
-        raise ValueError("text_tokens_in_time needs an image model with text tokens (context_dim), got None")
+    for opt in ("text_tokens_in_time", "text_cross_attn"):
+        if getattr(cfg, opt) and unet.cfg.context_dim is None:
+            raise ValueError(f"{opt} needs an image model with text tokens (context_dim), got None")
 
     def attn(name, ch):
         return TemporalAttention(f"{name}_tattn", ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance,
                                  emb_dim=E if cfg.text_in_time else None,
                                  context_dim=unet.cfg.context_dim if cfg.text_tokens_in_time else None)
+
+    def layer(kind, name, ch):
+        if kind == "conv":
+            return [TemporalResBlock(f"{name}_tconv", ch, g, E, cfg.kernel, spatial_kernel=cfg.spatial_kernel)]
+        cross = [TextCrossAttention(f"{name}_xattn", ch, cfg.head_dim, unet.cfg.context_dim)] \
+            if cfg.text_cross_attn else []
+        return [attn(name, ch), *cross]
 
     plan = {}
     for b in unet.blocks():
@@ -208,9 +225,7 @@ def align(unet: UNet2D, cfg: AlignmentConfig | None = None) -> UNet2D:
             plan[b.name] = ["attn"]
     plan = {n: kinds for n, kinds in plan.items() if kinds}
     unet.add_temporal_layers(lambda n, ch: AlignmentLayer(
-        f"{n}_align", [TemporalResBlock(f"{n}_tconv", ch, g, E, cfg.kernel, spatial_kernel=cfg.spatial_kernel)
-                       if k == "conv" else attn(n, ch)
-                       for k in plan[n]], cfg.alpha_init), list(plan))
+        f"{n}_align", [m for k in plan[n] for m in layer(k, n, ch)], cfg.alpha_init), list(plan))
     if cfg.motion_channels:                       # the flow's input, alpha-merged like every temporal layer
         io = unet.add_extra_channels(cfg.motion_channels)
         io.inp = AlignmentLayer("stem_motion_align", [io.inp], cfg.alpha_init)

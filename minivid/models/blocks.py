@@ -110,14 +110,49 @@ class AttentionBlock(nn.Module):
         a = attention(q, k, v).transpose(1, 2).reshape(N, H * W, C)
         h = x.flatten(2).transpose(1, 2) + self.proj(a)            # (N, HW, C)
         if self.context_dim is not None and context is not None:
-            if context.dim() != 3 or context.shape[0] != N or context.shape[2] != self.context_dim:
-                raise ValueError(f"context must be (N={N}, L, {self.context_dim}), got {tuple(context.shape)}")
-            q = self._heads(self.q(self.norm_x(h)))
-            k, v = (self._heads(z) for z in self.kv(context).chunk(2, dim=-1))
-            mask = None if context_mask is None else context_mask.bool()[:, None, None, :]   # (N, 1, 1, L)
-            a = attention(q, k, v, mask=mask).transpose(1, 2).reshape(N, H * W, C)
-            h = h + self.proj_x(a)
+            h = h + cross_attend(self, h, context, context_mask)
         return h.transpose(1, 2).reshape(N, C, H, W)
+
+
+def cross_attend(m: nn.Module, h: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None):
+    """The cross-attention of `AttentionBlock` and `TextCrossAttention` (m holds heads, context_dim, norm_x, q, kv,
+    proj_x): h (N, L, C) tokens, context (N, Lc, Dc), context_mask (N, Lc) bool (True = real token) or None ->
+    the residual (N, L, C), proj_x(softmax(q k^T / sqrt(d)) v) with queries from h and keys/values from the text."""
+    N, L, C = h.shape
+    if context.dim() != 3 or context.shape[0] != N or context.shape[2] != m.context_dim:
+        raise ValueError(f"context must be (N={N}, L, {m.context_dim}), got {tuple(context.shape)}")
+    heads = lambda z: z.reshape(N, z.shape[1], m.heads, C // m.heads).transpose(1, 2)   # (N, heads, *, C/heads)
+    q = heads(m.q(m.norm_x(h)))
+    k, v = (heads(z) for z in m.kv(context).chunk(2, dim=-1))
+    mask = None if context_mask is None else context_mask.bool()[:, None, None, :]     # (N, 1, 1, Lc)
+    return m.proj_x(attention(q, k, v, mask=mask).transpose(1, 2).reshape(N, L, C))
+
+
+class TextCrossAttention(nn.Module):
+    """Cross-attention from every pixel of every frame to its text tokens, zero-initialised output: the identity
+    at initialisation. x: (N, C, H, W), context (N, Lc, Dc) -> x + attention; no context: x unchanged.
+
+    The second half of a video transformer block in Stability AI's generative-models (`VideoTransformerBlock`:
+    temporal self-attention, then cross-attention to the text), which Video LDM's temporal layers follow: the
+    new layers read the prompt's tokens themselves, not only what the frozen image model made of it.
+    """
+
+    def __init__(self, name: str, channels: int, head_dim: int, context_dim: int):
+        super().__init__()
+        self.name, self.channels, self.context_dim = name, channels, context_dim
+        self.heads = max(1, channels // head_dim)
+        self.norm_x = nn.LayerNorm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj_x = zero_module(nn.Linear(channels, channels, bias=False))
+
+    def forward(self, x, context=None, context_mask=None, **_):
+        """x: (N, C, H, W); context: (N, Lc, Dc) or None; context_mask: (N, Lc) bool or None -> (N, C, H, W)."""
+        if context is None:
+            return x
+        N, C, H, W = x.shape
+        h = x.flatten(2).transpose(1, 2)                                    # (N, HW, C)
+        return (h + cross_attend(self, h, context, context_mask)).transpose(1, 2).reshape(N, C, H, W)
 
 
 class Downsample(nn.Module):

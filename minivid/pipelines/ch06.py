@@ -96,7 +96,7 @@ PRESETS = {
                       scale_batch=32),
         latent=LatentRecipe(unet="unet2d-tiny", unet_overrides={}, text_preset="smoke", T=100, steps=2, batch_size=4,
                             warmup_steps=0, pool=32),
-        video=VideoRecipe(alignment={"head_dim": 16}, frames=4, steps=2, batch_size=2, warmup_steps=0, pool=16),
+        video=VideoRecipe(alignment={"head_dim": 16, "motion_channels": 2, "text_cross_attn": True}, frames=4, steps=2, batch_size=2, warmup_steps=0, pool=16),
         decoder=DecoderRecipe(frames=4, steps=2, batch_size=2, warmup_steps=0, pool=16),
         eval_samples=4, eval_steps=2,
     ),
