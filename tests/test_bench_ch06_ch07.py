@@ -1,13 +1,17 @@
 """The chapter 06 (Video LDM) and chapter 07 (causal video VAE) benchmarks, smoke size: every figure the issues
 name is recorded and in range, the tables hold the expected rows, and `headline` gives the per-seed figures."""
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from minivid.bench import ch06 as bench06
+from minivid.bench import ch06_ablations as abl06
 from minivid.bench import ch07 as bench07
 from minivid.bench import run_bench
+from minivid.bench.ch03 import heldout_prompts
+from minivid.eval import Judge
 from minivid.models.alignment import AlignmentLayer
 from minivid.pipelines import ch06, ch07
 
@@ -63,6 +67,27 @@ def test_bench_ch06_smoke_reports_what_the_issue_names():
 
     heads = bench06.headline("smoke", 0)                          # the per-seed figures of `--seeds N`
     assert set(heads) == set(bench06.HEADLINE) and heads["recon_psnr"] == f["recon_psnr"]
+
+
+def test_ch06_direction_ablation_arms_change_only_the_motion_fix_and_per_direction_reads_real_clips():
+    """Each arm is the preset with the three motion-fix options set its way (the smoke preset's head size kept), the
+    last arm is the recipe itself, no two arms share a checkpoint; real clips move every asked way (1.0 each), and
+    a clip judged the wrong way counts against its asked direction only."""
+    for name in ("smoke", "full"):
+        p = ch06.get_preset(name)
+        presets = [abl06.arm_preset(p, o) for o in abl06.ARMS.values()]
+        assert presets[-1] is p
+        assert len({ch06.checkpoint_path("video", q, 1) for q in presets}) == len(presets)
+        for q, o in zip(presets[:-1], list(abl06.ARMS.values())[:-1]):
+            a = q.video.alignment
+            assert {k: a.get(k) for k in o["alignment"]} == o["alignment"] and q.video.t_shift == o["t_shift"]
+            assert not any(a.get(k) for k in abl06.FIX if k not in o["alignment"])
+            assert a.get("head_dim") == p.video.alignment.get("head_dim")
+    prompts = heldout_prompts(32, SimpleNamespace(size=32, frames=8))
+    real = abl06.per_direction(Judge(), prompts["x"], prompts["labels"])
+    assert set(real) == {f"{d}_acc" for d in ("left", "right", "up", "down")} and all(v == 1 for v in real.values())
+    flipped = abl06.per_direction(Judge(), prompts["x"].flip(2), prompts["labels"])    # played backwards
+    assert all(v == 0 for v in flipped.values())
 
 
 def test_bench_ch07_smoke_reports_what_the_issue_names():

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from minivid.bench import demo as bench_demo
 from minivid.cli import main
 from minivid.data import sample_batch
 from minivid.viz import save_video
@@ -75,3 +76,12 @@ def test_corrupt_model_file_is_a_clear_message_not_a_traceback(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "model.pt is corrupt or truncated" in err and "python -m minivid train ch03" in err
     assert "Traceback" not in err and "weights_only" not in err
+
+
+def test_bench_demo_times_each_run_in_a_fresh_cache_and_names_a_failing_command(tmp_path):
+    """`bench demo` runs the README's demo command as a new user would (a fresh process, an empty MINIVID_HOME);
+    a command that fails is reported with its exit status and error, not timed."""
+    assert [name for name, _ in bench_demo.RUNS] == ["released", "train", "cached"]
+    with pytest.raises(RuntimeError, match=r"demo --preset nope .*failed \(exit 2\).*invalid choice"):
+        bench_demo.timed_demo(tmp_path / "home", (), "nope", tmp_path / "x.gif")
+    assert not (tmp_path / "home").exists(), "nothing was cached by a failed command"
