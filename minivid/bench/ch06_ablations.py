@@ -2,11 +2,12 @@
 bench ch06`).
 
 `python -m minivid bench ch06_ablations --preset full --seed 1 --out chapters/results/ch06_ablations.json`: the
-temporal layers trained with each ingredient of the recipe's motion fix on its own and in pairs, at seed 1 - the
-seed whose frozen chapter-02 text encoder puts "up" nearest "right" and "down" nearest "left", where the first
-recipe moved half its "up" clips right. Every arm shares the seed's autoencoder, latent image model and decoder;
-each is judged on the 256 held-out prompts of the main bench (DDIM-20, the preset's guidance, fine-tuned decoder),
-with the share of each asked direction moved that way (chance 0.25).
+temporal layers trained with each ingredient of the recipe's motion fix on its own, with chapter 03's pair (motion
+channels and noisier timesteps) and with all three, at seed 1 - the seed whose frozen chapter-02 text encoder puts
+"up" nearest "right" and "down" nearest "left", where the first recipe moved half its "up" clips right. Every arm
+shares the seed's autoencoder, latent image model and decoder; each is judged on the 256 held-out prompts of the
+main bench (DDIM-20, the preset's guidance, fine-tuned decoder), with the share of each asked direction moved that
+way (chance 0.25).
 
 Arms whose temporal layers are cached are read from the cache (`ch06.checkpoint_path`; some were trained by hand
 with one thread, which changes their training time, not what they learnt); the others train here.

@@ -17,6 +17,12 @@ Blattmann et al. 2023, "Align your Latents" (Video LDM), arXiv:2304.08818:
 * Sec. 3.1.1: the *decoder* of the image autoencoder gains temporal layers too (`TemporalDecoder`), fine-tuned on
   video with the encoder frozen, so decoded clips stop flickering and the latent models above still fit.
 
+* The temporal layers may also read the prompt's tokens themselves (`AlignmentConfig.text_cross_attn`): each temporal
+  attention is then followed by a cross-attention from every pixel of every frame to the text
+  (`minivid.models.blocks.TextCrossAttention`), as the temporal transformer block of the authors' released code
+  (`VideoTransformerBlock`: temporal self-attention, then cross-attention to the context). The frozen image model's
+  own cross-attention and block embedding were trained on image captions, which never name a direction.
+
 Every temporal layer here starts as the identity (its last conv or projection is zero): at initialisation the
 video model *is* the image model applied frame by frame, exactly, whatever alpha is - that is why the merge is
 written spatial + (1 - alpha) * (temporal - spatial), which is exact when temporal == spatial.

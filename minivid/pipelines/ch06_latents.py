@@ -111,10 +111,11 @@ class VideoRecipe:
     # prompts, frame decoder, not recorded benches), at seed 1, the seed whose frozen text encoder puts "up" nearest
     # "right" (pooled cosine 0.87) and "down" nearest "left" (0.80) and whose earlier recipe (attention at level 0
     # only, t_shift 1: the recorded 0.656) moved half its "up" clips right and its "down" clips left:
-    #   motion channels alone 0.23 (objects moving, directions unrelated to the prompt); t_shift 2: 0.64, 3: 0.65;
+    #   motion channels alone 0.23 (an earlier run; `bench ch06_ablations` records 0.59); t_shift 2: 0.64, 3: 0.65;
     #   the text tokens' mean read by the temporal attention (text_tokens_in_time) 0.56; 3x3x3 temporal convs
     #   (spatial_kernel=3) 0.656; cross-attention alone 0.61 (seed 2: 0.86, recorded 0.72); motion channels with
-    #   t_shift 2: 0.68; motion channels, cross-attention and t_shift 2 together: 0.92.
+    #   t_shift 2: 0.68; motion channels, cross-attention and t_shift 2 together: 0.92. The recorded ablation (`python
+    #   -m minivid bench ch06_ablations --preset full --seed 1`, chapter 06 section 5) measures these arms again.
     alignment: dict = field(default_factory=lambda: {"attn_levels": (0,), "motion_channels": FLOW,
                                                      "text_cross_attn": True})
     frames: int = 8
