@@ -21,8 +21,7 @@ from types import SimpleNamespace
 import torch
 
 from minivid.bench import judged
-from minivid.bench.ch03 import heldout_prompts
-from minivid.data.world import DIRECTIONS
+from minivid.bench.ch03 import direction_confusion, heldout_prompts
 from minivid.eval import Judge
 from minivid.pipelines import ch06
 
@@ -52,11 +51,15 @@ def arm_preset(p: ch06.Ch06Preset, overrides: dict) -> ch06.Ch06Preset:
 
 
 def per_direction(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
-    """{"<direction>_acc": share of the clips asked to move that way that were judged to} for each direction."""
-    got = judge.predict(x)["direction"].cpu()
-    asked = torch.as_tensor(labels["direction"]).long().cpu()
-    return {f"{d}_acc": float((got[asked == i] == i).float().mean()) for i, d in enumerate(DIRECTIONS)
-            if bool((asked == i).any())}
+    """{"<direction>_acc": share of the clips asked to move that way that were judged to} for each direction asked
+    (the diagonal of chapter 03's `direction_confusion`, over its rows)."""
+    rows = direction_confusion(judge.predict(x)["direction"].cpu(), torch.as_tensor(labels["direction"]).long().cpu())
+    out = {}
+    for r in rows:
+        asked = sum(v for k, v in r.items() if k.startswith("judged "))
+        if asked:
+            out[f"{r['asked']}_acc"] = r[f"judged {r['asked']}"] / asked
+    return out
 
 
 def run(preset: str = "smoke", seed: int = 0) -> dict:

@@ -32,7 +32,7 @@ def timed_demo(home: Path, extra: tuple[str, ...], preset: str, out: Path) -> tu
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[1:])} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-    return wall, done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    return wall, (done.stdout.strip().splitlines() or [""])[-1]
 
 
 def run(preset: str = "smoke", seed: int = 0) -> dict:

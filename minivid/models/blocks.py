@@ -98,20 +98,22 @@ class AttentionBlock(nn.Module):
             self.kv = nn.Linear(context_dim, 2 * channels)
             self.proj_x = zero_module(nn.Linear(channels, channels, bias=False))   # all-masked text == no text
 
-    def _heads(self, z):                                            # (N, L, C) -> (N, heads, L, C/heads)
-        N, L, C = z.shape
-        return z.reshape(N, L, self.heads, C // self.heads).transpose(1, 2)
-
     def forward(self, x, emb=None, context=None, context_mask=None, **_):
         """x: (N, C, H, W); context: (N, L, Dc) or None; context_mask: (N, L) bool (True = real token)."""
         N, C, H, W = x.shape
         tok = self.norm(x).flatten(2).transpose(1, 2)              # (N, HW, C)
-        q, k, v = (self._heads(z) for z in self.qkv(tok).chunk(3, dim=-1))
+        q, k, v = (split_heads(z, self.heads) for z in self.qkv(tok).chunk(3, dim=-1))
         a = attention(q, k, v).transpose(1, 2).reshape(N, H * W, C)
         h = x.flatten(2).transpose(1, 2) + self.proj(a)            # (N, HW, C)
         if self.context_dim is not None and context is not None:
             h = h + cross_attend(self, h, context, context_mask)
         return h.transpose(1, 2).reshape(N, C, H, W)
+
+
+def split_heads(z: torch.Tensor, heads: int) -> torch.Tensor:
+    """(N, L, C) -> (N, heads, L, C / heads)."""
+    N, L, C = z.shape
+    return z.reshape(N, L, heads, C // heads).transpose(1, 2)
 
 
 def cross_attend(m: nn.Module, h: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None):
@@ -121,9 +123,8 @@ def cross_attend(m: nn.Module, h: torch.Tensor, context: torch.Tensor, context_m
     N, L, C = h.shape
     if context.dim() != 3 or context.shape[0] != N or context.shape[2] != m.context_dim:
         raise ValueError(f"context must be (N={N}, L, {m.context_dim}), got {tuple(context.shape)}")
-    heads = lambda z: z.reshape(N, z.shape[1], m.heads, C // m.heads).transpose(1, 2)   # (N, heads, *, C/heads)
-    q = heads(m.q(m.norm_x(h)))
-    k, v = (heads(z) for z in m.kv(context).chunk(2, dim=-1))
+    q = split_heads(m.q(m.norm_x(h)), m.heads)
+    k, v = (split_heads(z, m.heads) for z in m.kv(context).chunk(2, dim=-1))
     mask = None if context_mask is None else context_mask.bool()[:, None, None, :]     # (N, 1, 1, Lc)
     return m.proj_x(attention(q, k, v, mask=mask).transpose(1, 2).reshape(N, L, C))
 
