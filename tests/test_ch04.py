@@ -87,6 +87,32 @@ def test_mixed_noise_recipe_shares_the_starting_noise_of_a_clip_across_frames():
     assert ch04.VideoRecipe().noise_alpha > 0, "the chapter's recipe trains and samples with shared noise"
 
 
+def test_t_shift_draws_noisier_timesteps_and_at_one_is_the_uniform_draw():
+    """loss_fn_for's t_shift: 1 reproduces the loss drawn inside `diffusion_loss` (earlier models' recipe, draw for
+    draw); 2 trains at SNR / 4, so the mean timestep moves towards noise."""
+    from minivid.diffusion import diffusion_loss, mixed_noise
+    from minivid.text import caption_dropout
+    schedule = make_schedule("cosine", 1000)
+    seen = []
+
+    def net(x, t, **kw):
+        seen.append(t.clone())
+        return x * 0.5
+    null = {"context": torch.zeros(2, 4), "pooled": torch.zeros(4)}
+    batch = {"x": torch.randn(64, 3, 4, 4, 4), "context": torch.randn(64, 2, 4), "pooled": torch.randn(64, 4)}
+    loss1 = ch04.loss_fn_for(schedule, "v", null, 0.1, 1.0, t_shift=1.0)(net, batch, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)                       # the same computation, t drawn by diffusion_loss
+    noise = mixed_noise(batch["x"].shape, 1.0, g)
+    text, _ = caption_dropout({k: batch[k] for k in null}, null, 0.1, generator=g)
+    assert torch.equal(loss1, diffusion_loss(net, batch["x"], schedule, "v", generator=g, cond=text, noise=noise))
+    assert torch.equal(seen[0], seen[1])
+    ch04.loss_fn_for(schedule, "v", null, 0.1, 1.0, t_shift=2.0)(net, batch, torch.Generator().manual_seed(5))
+    assert seen[2].float().mean() > seen[0].float().mean() + 50, (seen[0].float().mean(), seen[2].float().mean())
+    assert (seen[2] >= seen[0]).all(), "the same uniform draw, each moved to a noisier timestep"
+    with pytest.raises(ValueError, match="t_shift"):
+        ch04.VideoRecipe(t_shift=0)
+
+
 def test_only_the_temporal_layers_train_and_the_image_weights_stay_bit_identical():
     image = _image_model()
     video = inflate(copy.deepcopy(image))

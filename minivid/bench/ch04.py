@@ -137,7 +137,8 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     data = ch04.training_data(r, cond, progress=False)
     net = ch04.build_video_model(r, image.model)
     step = time_train_step(net, ch04.make_batch_fn(r, data),
-                      ch04.loss_fn_for(schedule, image.objective, cond.null_features(), r.p_uncond, r.noise_alpha),
+                      ch04.loss_fn_for(schedule, image.objective, cond.null_features(), r.p_uncond, r.noise_alpha,
+                                       r.t_shift),
                       steps=2 if p.name == "smoke" else 6)
     figures.update(params_total=count_params(net), params_trainable=count_params(net, trainable_only=True),
                    train_step_s=step)

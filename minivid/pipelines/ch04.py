@@ -30,7 +30,7 @@ import torch
 
 from minivid.data import (COLORS, SHAPES, SIZES, WorldConfig, combos, estimate_flow, from_uint8, time_reversed,
                           video_pool, video_text_pool)
-from minivid.diffusion import Schedule, diffusion_loss, mixed_noise
+from minivid.diffusion import Schedule, diffusion_loss, mixed_noise, shifted_timesteps
 from minivid.models.pseudo3d import Pseudo3DConfig, inflate, temporal_parameters
 from minivid.pipelines import common
 from minivid.pipelines.common import (
@@ -75,8 +75,13 @@ class VideoRecipe:
     # amount of motion but its straightness: on 64 of those prompts the judged speed's median is 0.019 frame units
     # a frame (real clips 0.016-0.032), but the median motion confidence (a straight path) is 0.36, real clips 0.99
     motion_channels: bool = added_field(False)
+    # training timesteps drawn SNR-shifted, noisier (`shifted_timesteps`, as chapter 06's recipe): more of training
+    # where a clip's path is decided. An added field: 1 (uniform) keeps the earlier models' cache keys
+    t_shift: float = added_field(1.0)
 
     def __post_init__(self):
+        if self.t_shift <= 0:
+            raise ValueError(f"t_shift must be > 0, got {self.t_shift}")
         if self.noise_alpha < 0:
             raise ValueError(f"noise_alpha must be >= 0, got {self.noise_alpha}")
         if self.conditioning not in ("retrieved", "null"):
@@ -253,9 +258,10 @@ def make_batch_fn(recipe, data: dict, batch_size: int | None = None, time_revers
     return batch_fn
 
 
-def loss_fn_for(schedule: Schedule, objective: str, null: dict, p_uncond: float, noise_alpha: float = 0.0):
+def loss_fn_for(schedule: Schedule, objective: str, null: dict, p_uncond: float, noise_alpha: float = 0.0,
+                t_shift: float = 1.0):
     """Caption dropout (everything is dropped when the batch has no text), then the diffusion loss on noise
-    shared across frames by `noise_alpha` (`mixed_noise`)."""
+    shared across frames by `noise_alpha` (`mixed_noise`), its timesteps SNR-shifted by `t_shift` (1 = uniform)."""
     def loss_fn(net, batch, g):
         B = batch["x"].shape[0]
         noise = mixed_noise(batch["x"].shape, noise_alpha, g, device=batch["x"].device)   # drawn where g lives
@@ -263,7 +269,8 @@ def loss_fn_for(schedule: Schedule, objective: str, null: dict, p_uncond: float,
             text, _ = caption_dropout({k: batch[k] for k in null}, null, p_uncond, generator=g)
         else:
             text = {k: v.expand(B, *v.shape) for k, v in null.items()}
-        return diffusion_loss(net, batch["x"], schedule, objective, generator=g, cond=text, noise=noise)
+        t = shifted_timesteps(B, schedule, t_shift, generator=g, device=batch["x"].device)   # drawn as inside
+        return diffusion_loss(net, batch["x"], schedule, objective, generator=g, cond=text, noise=noise, t=t)
     return loss_fn
 
 
@@ -277,7 +284,8 @@ def train_video(preset: str | Ch04Preset = "full", seed: int = 0, progress: bool
     data = training_data(r, cond, progress)
     torch.manual_seed(seed)
     model = build_video_model(r, image.model)
-    state = load_or_train(model, loss_fn_for(schedule, image.objective, cond.null_features(), r.p_uncond, r.noise_alpha),
+    loss_fn = loss_fn_for(schedule, image.objective, cond.null_features(), r.p_uncond, r.noise_alpha, r.t_shift)
+    state = load_or_train(model, loss_fn,
                           make_batch_fn(r, data), r, checkpoint_path("video", p, seed, r), seed=seed,
                           progress=progress, retrain=retrain, params=temporal_parameters(model), ckpt_every=250,
                           desc=f"ch04 temporal layers ({p.name}, {r.conditioning})", command=train_command(p))
@@ -329,7 +337,7 @@ def finetune(preset: str | Ch04Preset = "full", seed: int = 0, clips: int = 2000
         data = {"x": pool["x"], "text": cond(pool["captions"]), "text_reversed": cond(time_reversed(pool)["captions"])}
     net = copy.deepcopy(model).train()
     state = load_or_train(net, loss_fn_for(schedule, image_model(r, False).objective, cond.null_features(), f.p_uncond,
-                                      r.noise_alpha),
+                                      r.noise_alpha, r.t_shift),
                           make_batch_fn(r, data, f.batch_size, f.time_reversal), f,
                           checkpoint_path("finetune", p, seed, clips=clips), seed=seed, progress=progress,
                           params=temporal_parameters(net), desc=f"ch04 fine-tune on {clips} captioned clips",
