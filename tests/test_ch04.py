@@ -18,6 +18,7 @@ from minivid.models.pseudo3d import (
     interpolation_mask,
     temporal_parameters,
 )
+from minivid.models.temporal import TemporalAttention
 from minivid.pipelines import ch04
 from minivid.pipelines.common import guided_ddim
 
@@ -43,7 +44,9 @@ def _text(B, L=5, D=8):
 
 @pytest.mark.exercise("4.1")
 @pytest.mark.exercise("4.2")
-@pytest.mark.parametrize("cfg", [Pseudo3DConfig(), Pseudo3DConfig(attn_levels=(0, 1))], ids=["paper", "attn01"])
+@pytest.mark.parametrize("cfg", [Pseudo3DConfig(), Pseudo3DConfig(attn_levels=(0, 1)),
+                                 Pseudo3DConfig(attn_levels=(0,), text_cross_attn=True, global_context=True)],
+                         ids=["paper", "attn01", "xattn_global"])
 def test_at_init_the_video_model_is_the_image_model_frame_by_frame_exactly(cfg):
     image = _image_model()                                    # every weight random: nothing is trivially zero
     video = inflate(copy.deepcopy(image), cfg)
@@ -113,9 +116,11 @@ def test_t_shift_draws_noisier_timesteps_and_at_one_is_the_uniform_draw():
         ch04.VideoRecipe(t_shift=0)
 
 
-def test_only_the_temporal_layers_train_and_the_image_weights_stay_bit_identical():
+@pytest.mark.parametrize("cfg", [Pseudo3DConfig(), Pseudo3DConfig(text_cross_attn=True, global_context=True)],
+                         ids=["paper", "xattn_global"])
+def test_only_the_temporal_layers_train_and_the_image_weights_stay_bit_identical(cfg):
     image = _image_model()
-    video = inflate(copy.deepcopy(image))
+    video = inflate(copy.deepcopy(image), cfg)
     params = temporal_parameters(video)
     new_ids = {id(p) for p in params}
     assert all((id(p) in new_ids) == p.requires_grad for p in video.parameters())
@@ -132,6 +137,13 @@ def test_only_the_temporal_layers_train_and_the_image_weights_stay_bit_identical
     assert all(torch.equal(before[n], p) for n, p in video.named_parameters() if n in before)
     moved = [n for n, p in video.named_parameters() if p.requires_grad]
     assert moved, "the temporal layers did train"
+    cross = [p for n, p in video.named_parameters() if ".cross.proj_x" in n]
+    n_attn = sum(isinstance(m, TemporalAttention) for m in video.modules())
+    assert len(cross) == (n_attn if cfg.text_cross_attn else 0), "one cross-attention after each temporal attention"
+    assert all(p.abs().sum() > 0 for p in cross), "the cross-attention starts at zero and trains off it"
+    glob = [p for n, p in video.named_parameters() if ".glob." in n]
+    assert len(glob) == (2 * n_attn if cfg.global_context else 0)           # weight and bias of each
+    assert all(p.requires_grad for p in glob)
 
 
 def test_temporal_attention_reads_text_through_a_zero_init_projection():

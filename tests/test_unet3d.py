@@ -97,6 +97,38 @@ def test_temporal_attention_matches_per_pixel_reference():
     assert_close(out, expected.reshape(B * T, C, H, W), atol=1e-10, rtol=1e-10, name="temporal attention")
 
 
+def test_temporal_attention_global_context_matches_a_float64_reference_and_reaches_other_pixels():
+    """global_context: every pixel's tokens also get glob(the frame's mean normalised token over all pixels)."""
+    torch.manual_seed(0)
+    ta = _randomize(TemporalAttention("ta", 8, 4, 8, 16, global_context=True), scale=0.3).double()
+    B, T, C, H, W = 2, 5, 8, 3, 4
+    x = torch.randn(B * T, C, H, W, dtype=torch.float64)
+    out = ta(x, num_frames=T)
+    bias = ta.rel_pos(T, T)
+    xv = x.reshape(B, T, C, H, W)
+    normed = ta.norm(xv.permute(0, 1, 3, 4, 2))                            # (B, T, H, W, C)
+    frame_mean = normed.mean((2, 3))                                       # (B, T, C)
+    expected = torch.empty_like(xv)
+    for b in range(B):
+        for i in range(H):
+            for j in range(W):
+                seq = xv[b, :, :, i, j]                                    # (T, C): one pixel across frames
+                q, k, v = ta.qkv(ta.norm(seq) + ta.glob(frame_mean[b])).chunk(3, -1)
+                split = lambda z: z.reshape(T, 2, 4).transpose(0, 1)[None]  # noqa: E731  (1, heads, T, 4)
+                a = naive_attention(split(q), split(k), split(v), bias=bias[None])[0]
+                expected[b, :, :, i, j] = seq + ta.proj(a.transpose(0, 1).reshape(T, C))
+    assert_close(out, expected.reshape(B * T, C, H, W), atol=1e-10, rtol=1e-10, name="temporal attention, global")
+    x2 = x.clone()
+    x2[0, :, 0, 0] += torch.randn(C, dtype=torch.float64)                 # one pixel of frame 0 of clip 0
+    moved = (ta(x2, num_frames=T) - out).abs().reshape(B, T, C, H, W)
+    assert moved[0, :, :, 2, 3].amax() > 1e-6, "another pixel of the same clip hears it"
+    assert moved[1].amax() == 0, "the other clip does not"
+    local = TemporalAttention("ta", 8, 4, 8, 16).double()
+    local.load_state_dict({k: v for k, v in ta.state_dict().items() if not k.startswith("glob.")})
+    moved = (local(x2, num_frames=T) - local(x, num_frames=T)).abs().reshape(B, T, C, H, W)
+    assert moved[0, :, :, 2, 3].amax() == 0, "without it, every pixel is on its own"
+
+
 @pytest.mark.exercise("3.3")
 def test_temporal_attention_mask_closed_form():
     m = temporal_attention_mask(torch.tensor([True, False, True]), 4)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minivid.models.blocks import AttentionBlock, ResBlock, zero_module
+from minivid.models.blocks import AttentionBlock, ResBlock, TextCrossAttention, zero_module
 from minivid.models.temporal import Pseudo3DConv, TemporalAttention
 from minivid.models.unet2d import ExtraChannels, UNet2D
 
@@ -40,6 +40,10 @@ class Pseudo3DConfig:
     attn_levels: tuple[int, ...] = ()   # beyond the paper: temporal attention after every ResBlock at these
                                         # resolution levels too (0 = full size); the image model's spatial
                                         # attention is only at the coarsest level, too coarse for a small object
+    text_cross_attn: bool = False       # beyond the paper: each temporal attention followed by a cross-attention
+                                        # to the text tokens (zero-init), as chapter 06's temporal layers
+    global_context: bool = False        # beyond the paper: temporal attention also reads each frame's mean over its
+                                        # pixels (`TemporalAttention`), one clip-wide path past the frozen layers
 
     def __post_init__(self):
         if self.kernel < 1 or self.kernel % 2 == 0:
@@ -61,13 +65,20 @@ def inflate(unet: UNet2D, cfg: Pseudo3DConfig | None = None) -> UNet2D:
         if cfg.temporal_conv and isinstance(blk, ResBlock):
             blk.conv1 = Pseudo3DConv(blk.conv1, cfg.kernel)
             blk.conv2 = Pseudo3DConv(blk.conv2, cfg.kernel)
+    if cfg.text_cross_attn and unet.cfg.context_dim is None:
+        raise ValueError("text_cross_attn needs an image model with text tokens (context_dim), got None")
     if cfg.temporal_attn:
         emb_dim = 4 * unet.cfg.channels if cfg.text_in_time else None
         where = [b.name for b in unet.blocks() if isinstance(b, AttentionBlock)
                  or (isinstance(b, ResBlock) and block_level(b.name, unet) in cfg.attn_levels)]
-        unet.add_temporal_layers(lambda name, ch: TemporalAttention(f"{name}_t", ch, cfg.head_dim,
-                                                                    cfg.rel_pos_buckets, cfg.rel_pos_max_distance,
-                                                                    emb_dim=emb_dim), where)
+
+        def layer(name, ch):
+            attn = TemporalAttention(f"{name}_t", ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance,
+                                     emb_dim=emb_dim, global_context=cfg.global_context)
+            if not cfg.text_cross_attn:                          # the paper's layer, under its earlier name
+                return attn
+            return TemporalThenText(attn, TextCrossAttention(f"{name}_x", ch, cfg.head_dim, unet.cfg.context_dim))
+        unet.add_temporal_layers(layer, where)
     temporal_parameters(unet)
     return unet
 
@@ -78,15 +89,27 @@ def block_level(name: str, unet: UNet2D) -> int:
     return int(m.group(1)) if m else len(unet.cfg.channel_mult) - 1
 
 
+class TemporalThenText(nn.Module):
+    """A temporal attention, then a cross-attention from every pixel of every frame to the text tokens."""
+
+    def __init__(self, attn: TemporalAttention, cross: TextCrossAttention):
+        super().__init__()
+        self.attn, self.cross = attn, cross
+
+    def forward(self, x, **kw):                                # x: (B*T, C, H, W) -> the same shape
+        return self.cross(self.attn(x, **kw), **kw)
+
+
 def temporal_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Freeze everything but the layers Make-A-Video adds, and return those: the temporal convs of the
     pseudo-3-D convs, the temporal attentions, (frame interpolation) the extra input conv, and (motion channels,
-    `UNet2D.add_extra_channels`) the flow's input and output layers."""
+    `UNet2D.add_extra_channels`) the flow's input and output layers, (text_cross_attn) the temporal layers'
+    cross-attention to the text."""
     model.requires_grad_(False)
     new = []
     for m in model.modules():
         part = m.temporal if isinstance(m, Pseudo3DConv) else m.extra if isinstance(m, ConditionedStem) else \
-            m if isinstance(m, (TemporalAttention, ExtraChannels)) else None
+            m if isinstance(m, (TemporalAttention, TextCrossAttention, ExtraChannels)) else None
         if part is not None:
             new += [p for p in part.parameters() if all(p is not q for q in new)]
     for p in new:
@@ -162,5 +185,5 @@ class FrameInterpolator(nn.Module):
         return self.video(torch.cat([x, interpolation_input(known, mask), flow], dim=1), t, **kw)
 
 
-__all__ = ["Pseudo3DConfig", "inflate", "temporal_parameters", "interpolation_mask", "interpolation_input",
+__all__ = ["Pseudo3DConfig", "inflate", "TemporalThenText", "temporal_parameters", "interpolation_mask", "interpolation_input",
            "ConditionedStem", "FrameInterpolator"]

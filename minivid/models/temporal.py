@@ -105,10 +105,13 @@ class TemporalAttention(nn.Module):
     emb_dim: also read the block embedding (timestep + pooled text, (B*T, E)), added to the normalised
     tokens through a zero-initialised projection - so the layer still starts as the identity, and a
     layer inserted into a frozen image model (chapter 04) can learn text-dependent motion.
+    global_context: also add each frame's mean token over all pixels (through a zero-initialised projection), so
+    every pixel's sequence hears what the whole frame does - a path for one decision shared by the whole clip
+    (which way the object moves) when the spatial layers around it are frozen.
     """
 
     def __init__(self, name: str, channels: int, head_dim: int, buckets: int = 16, max_distance: int = 32,
-                 emb_dim: int | None = None, context_dim: int | None = None):
+                 emb_dim: int | None = None, context_dim: int | None = None, global_context: bool = False):
         super().__init__()
         self.name, self.channels = name, channels
         self.heads = max(1, channels // head_dim)
@@ -118,6 +121,7 @@ class TemporalAttention(nn.Module):
         self.proj = zero_module(nn.Linear(channels, channels))
         self.emb = zero_module(nn.Linear(emb_dim, channels)) if emb_dim else None
         self.text = zero_module(nn.Linear(context_dim, channels)) if context_dim else None     # its own text read
+        self.glob = zero_module(nn.Linear(channels, channels)) if global_context else None
 
     def forward(self, x, num_frames: int, image=None, emb=None, context=None, context_mask=None, **_):
         """x: (B*T, C, H, W); image: (B,) bool or None; emb: (B*T, E) (read when built with emb_dim); context:
@@ -134,6 +138,8 @@ class TemporalAttention(nn.Module):
             real = (torch.ones(context.shape[:2], dtype=torch.bool, device=x.device) if context_mask is None
                     else context_mask.bool()).to(context.dtype)[..., None]                     # (B*T, L, 1)
             per_frame.append(self.text((context * real).sum(1) / real.sum(1).clamp_min(1)))   # mean real token
+        if self.glob is not None:                                          # the frame's mean over its pixels
+            per_frame.append(self.glob(h.reshape(B, H * W, T, C).mean(1).reshape(B * T, C)))
         if per_frame:
             h = h + sum(per_frame).reshape(B, 1, T, C).expand(B, H * W, T, C).reshape(B * H * W, T, C)
         q, k, v = self.qkv(h).reshape(B * H * W, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
