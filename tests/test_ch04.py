@@ -211,6 +211,38 @@ def test_unlabelled_pool_has_no_captions_and_pseudo_captions_come_from_the_pixel
                                            progress=False), "read off the first frame only"
 
 
+def test_the_prior_names_a_prompt_by_the_nearest_appearance_caption_of_any_combination(monkeypatch):
+    """prior_captions: cosine similarity in the text tower's space against every combination's caption (held-out
+    ones too), normalised both sides; a bag-of-words tower stands in for the mini-CLIP, so the answer is known."""
+    from minivid.data import COLORS, SHAPES, SIZES
+    from minivid.data.world import all_combos
+    from minivid.pipelines import ch04_prior
+    bank = ch04.appearance_captions("all")
+    assert len(bank) == len(all_combos()) and set(ch04.appearance_captions()) < set(bank)
+    assert set(ch04.appearance_captions("heldout")) <= set(bank) and ch04.appearance_captions("heldout")
+    words = sorted({w for c in bank for w in c.split()} | {"moving", "to", "the", "left", "quickly"})
+
+    class Tok:
+        def encode(self, texts):
+            return (torch.tensor([[float(t.split().count(w)) for w in words] for t in texts]),)
+
+    class Clip:
+        def encode_text(self, counts):
+            return counts * torch.linspace(1, 3, len(words))          # unnormalised: lengths differ per text
+    monkeypatch.setattr(ch04_prior, "pretrained", lambda *a, **k: (Tok(), Clip()))
+    prompts = [f"the {SIZES[0]} {COLORS[2]} {SHAPES[1]} moving to the left quickly", "a big red circle"]
+    want = [f"a {SIZES[0]} {COLORS[2]} {SHAPES[1]}", "a big red circle"]
+    assert ch04.prior_captions(prompts, ch04.VideoRecipe(), "clip", progress=False) == want
+    assert ch04.prior_captions(prompts, ch04.VideoRecipe(), "parse", progress=False) == want
+    # parse: synonyms read by the world's grammar; what it cannot read (an unknown word, a missing attribute) goes to
+    # the learned prior, here the bag-of-words tower, which only knows exact words
+    said = ["the large scarlet block is heading left swiftly", "a big red circle wobbling", "a red circle"]
+    heard = ch04.prior_captions(said, ch04.VideoRecipe(), "parse", progress=False)
+    assert heard[0] == "a big red square" and heard[1] == heard[2] == "a big red circle", heard
+    with pytest.raises(ValueError, match="prior must be one of"):
+        ch04.prior_captions(said, ch04.VideoRecipe(), "oracle")
+
+
 def test_smoke_train_generate_finetune_interpolate():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -226,8 +258,8 @@ def test_smoke_train_generate_finetune_interpolate():
                           frames=p.video.frames, progress=False)
         assert x.shape == (2, 3, p.video.frames, 16, 16) and x.abs().max() <= 1
         again = ch04.cli_generate(["a big red circle moving to the left"] * 2, preset="smoke", steps=2)
-        assert torch.equal(again[:, :, :, :, :], ch04.generate(*ch04.load_video_model("smoke", progress=False),
-                                                               ["a big red circle moving to the left"] * 2,
+        heard = ch04.prior_captions(["a big red circle moving to the left"] * 2, p.video, progress=False)
+        assert p.prior and torch.equal(again, ch04.generate(*ch04.load_video_model("smoke", progress=False), heard,
                                                                guidance=p.guidance, steps=2, frames=p.video.frames,
                                                                progress=False))
         ft, _, _ = ch04.finetune("smoke", clips=8, progress=False)

@@ -8,7 +8,9 @@
   held-out accuracy at the same prompts for comparison;
 * trainable vs frozen parameters, train-step time, against chapter 03's model;
 * the conditioning ablation (one seed): pseudo-captions read off a frame through the mini-CLIP space vs the
-  unconditional branch only, and how often the pseudo-caption names the clip's true appearance;
+  unconditional branch only, and how often the pseudo-caption names the clip's true appearance; at sampling, the
+  prompt through the prior (`ch04.prior_captions`, the preset's default) vs as written, and how often the prior names
+  the prompt's appearance;
 * the fine-tuning curve (one seed): held-out direction after a short fine-tune on 0, 100, 500, 2,000
   captioned clips;
 * frame interpolation (one seed): PSNR of the network vs linear blending on held-out real clips with every
@@ -48,9 +50,13 @@ def _judged(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
     return judged(judge, x, labels, KEYS)
 
 
-def _sample(model, schedule, cond, p, prompts, seed, frames=None, **kw):
+def _sample(model, schedule, cond, p, prompts, seed, frames=None, prior="preset", **kw):
+    """The unlabelled-video model on the prompts, heard through a prior (`ch04.prior_captions`; "preset": the
+    preset's, None: the prompts as written)."""
     r = p.video
-    return ch04.generate(model, schedule, cond, prompts["captions"], p.guidance,
+    how = p.prior if prior == "preset" else prior
+    said = ch04.prior_captions(prompts["captions"], r, how, progress=False) if how else prompts["captions"]
+    return ch04.generate(model, schedule, cond, said, p.guidance,
                          objective=ch04.image_model(r).objective, steps=p.eval_steps, seed=seed,
                          frames=frames or r.frames, size=r.size, **kw)
 
@@ -122,12 +128,21 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     heads, model, schedule, cond, prompts, x = _main(p, seed)
     figures.update(heads)
     image = ch04.image_model(r)
-    img = guided_ddim(image.model, schedule, cond, prompts["captions"], (3, r.size, r.size),
+    said = ch04.prior_captions(prompts["captions"], r, p.prior, progress=False) if p.prior else prompts["captions"]
+    img = guided_ddim(image.model, schedule, cond, said, (3, r.size, r.size),
                            guidance=p.guidance, objective=image.objective, steps=p.eval_steps, seed=seed)
     base = {k: v for k, v in _judged(judge, img, prompts["labels"]).items() if k.endswith("_acc")}
     real = _judged(judge, prompts["x"], prompts["labels"])
-    tables["heldout"] = [{"samples": f"Make-A-Video ({r.steps} steps, unlabelled clips)",
-                          **{k[8:]: v for k, v in heads.items() if k.startswith("heldout_")}},
+    rows = [{"samples": f"Make-A-Video ({r.steps} steps, unlabelled clips), prior {p.prior}",
+             **{k[8:]: v for k, v in heads.items() if k.startswith("heldout_")}}]
+    for how in [h for h in (*ch04.PRIORS, None) if h != p.prior]:          # the other ways to hear the prompt
+        rows.append({"samples": f"the same model, prior {how}" if how else "the same model, the prompt as written",
+                     **_judged(judge, _sample(model, schedule, cond, p, prompts, seed, prior=how), prompts["labels"])})
+    for how in ch04.PRIORS:
+        figures[f"prior_{how}_appearance_acc"] = _caption_accuracy(ch04.prior_captions(prompts["captions"], r, how,
+                                                                                        progress=False),
+                                                                   prompts["labels"])
+    tables["heldout"] = [*rows,
                          {"samples": "the frozen chapter-02 image model (one frame)", **base},
                          {"samples": "real held-out clips", **real}]
     figures.update({f"image_model_{k}": v for k, v in base.items()})
@@ -150,8 +165,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     figures["pseudo_caption_appearance_acc"] = _caption_accuracy(data["captions"], pool_labels)
     null = replace(r, conditioning="null")
     m2, s2, c2, _ = ch04.train_video(p, seed, progress=True, recipe=null)
-    x2 = ch04.generate(m2, s2, c2, prompts["captions"], p.guidance, objective=image.objective, steps=p.eval_steps,
-                       seed=seed, frames=r.frames, size=r.size)
+    x2 = _sample(m2, s2, c2, p, prompts, seed)
     tables["conditioning"] = [{"training text": "pseudo-captions (a frame through the mini-CLIP space)",
                                **_judged(judge, x, prompts["labels"])},
                               {"training text": "none (the unconditional branch only)",

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from minivid.data import (COLORS, SHAPES, SIZES, WorldConfig, combos, estimate_flow, from_uint8, time_reversed,
-                          video_pool, video_text_pool)
+from minivid.data import WorldConfig, estimate_flow, from_uint8, time_reversed, video_pool, video_text_pool
 from minivid.diffusion import Schedule, diffusion_loss, mixed_noise, shifted_timesteps
 from minivid.models.pseudo3d import Pseudo3DConfig, inflate, temporal_parameters
 from minivid.pipelines import common
+from minivid.pipelines.ch04_prior import PRIORS, appearance_captions, prior_captions, pseudo_captions  # noqa: F401
 from minivid.pipelines.common import (
     ChapterCLI,
     added_field,
@@ -124,6 +124,8 @@ class Ch04Preset:
     eval_steps: int = 20
     guidance: float = 1.0              # the unlabelled-video model: its text only ever said what things look like
     finetune_guidance: float = 3.0     # fine-tuned on captions: direction words need guidance (chapter 03's scale)
+    prior: str | None = "parse"        # the unlabelled-video model hears each prompt as `prior_captions(how=prior)`;
+                                       # None: the prompt as written
     interp_eval: int = 64
 
 
@@ -199,26 +201,6 @@ def channels(model) -> int:
 def with_flow(x: torch.Tensor) -> torch.Tensor:
     """Clips (B, 3, T, S, S) -> (B, 3 + 2, T, S, S): RGB then the flow read off the pixels (`estimate_flow`)."""
     return torch.cat([x, estimate_flow(x, WorldConfig(size=x.shape[-1], frames=x.shape[2]))], 1)
-
-
-def appearance_captions() -> list[str]:
-    """One caption per attribute combination of the training split: "a big red circle", ..."""
-    return [f"a {SIZES[z]} {COLORS[c]} {SHAPES[s]}" for c, s, z in combos("train").tolist()]
-
-
-def pseudo_captions(clips_uint8: torch.Tensor, recipe: VideoRecipe, progress: bool = True,
-                    batch: int = 1024) -> list[str]:
-    """Each clip's first frame, embedded by the mini-CLIP image tower, named by the nearest appearance caption.
-
-    The pixels pick the caption through the shared image-text space; the clip's own caption is never read.
-    """
-    tok, clip = pretrained("ch02.clip", recipe.image_preset, recipe.image_seed, progress)   # trains if absent
-    bank = appearance_captions()
-    with torch.no_grad():
-        text = clip.encode_text(*tok.encode(bank))                               # (K, E), normalised
-        picks = [(clip.encode_image(from_uint8(clips_uint8[i:i + batch, :, 0])) @ text.T).argmax(1)
-                 for i in range(0, len(clips_uint8), batch)]                     # first frames -> nearest caption
-    return [bank[int(k)] for k in torch.cat(picks)]
 
 
 def training_data(recipe: VideoRecipe, cond: TextConditioner, progress: bool = True) -> dict:
@@ -361,6 +343,12 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
     p = get_preset(preset)
     model, schedule, cond = load_video_model(p, seed=0)
     r = p.video
+    if p.prior:
+        heard = prior_captions(list(prompts), r, p.prior, progress=False)
+        for said, h in sorted(set(zip(prompts, heard))):
+            print(f"ch04: the unlabelled-video model hears {h!r} for {said!r} (its prior; no clip it saw said how "
+                  "things move)")
+        prompts = heard
     return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
                     objective=image_model(r, False).objective, steps=steps, seed=seed, frames=frames or r.frames,
                     size=r.size)
@@ -371,7 +359,7 @@ CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_ra
 
 __all__ = ["VideoRecipe", "FinetuneRecipe", "InterpRecipe", "Ch04Preset", "PRESETS", "get_preset",
            "checkpoint_path", "image_model", "build_video_model", "channels", "with_flow", "appearance_captions",
-           "pseudo_captions",
+           "pseudo_captions", "prior_captions", "PRIORS",
            "training_data", "make_batch_fn", "loss_fn_for", "train_video", "load_video_model", "generate", "finetune",
            "train_command", "cli_train", "cli_generate", "CLI"]
 

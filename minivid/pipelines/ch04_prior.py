@@ -1,0 +1,76 @@
+"""Chapter 04's conditioning question: what the frozen spatial layers read while the temporal layers learn from
+unlabelled clips, and what they read at sampling time.
+
+Training: each clip's first frame, embedded by the mini-CLIP image tower, is named by the nearest appearance caption
+of the training combinations (`pseudo_captions`) - the pixels pick the caption through the shared image-text space.
+Sampling: the prompt is said as an appearance caption (`prior_captions`), so the model hears captions of the form it
+was trained on, as the paper's prior maps text into the space its decoder was trained on.
+"""
+from __future__ import annotations
+
+import torch
+
+from minivid.data import COLORS, SHAPES, SIZES, combos, from_uint8, parse_caption
+from minivid.data.world import all_combos
+from minivid.pipelines.common import pretrained
+
+
+def appearance_captions(split: str = "train") -> list[str]:
+    """One caption per attribute combination of a split ("all": every combination): "a big red circle", ..."""
+    triples = all_combos() if split == "all" else combos(split).tolist()
+    return [f"a {SIZES[z]} {COLORS[c]} {SHAPES[s]}" for c, s, z in triples]
+
+
+PRIORS = ("parse", "clip")
+
+
+def prior_captions(prompts: list[str], recipe, how: str = "parse", progress: bool = True) -> list[str]:
+    """The sampling-time prior: each prompt said as an appearance caption ("the large scarlet block is heading left
+    swiftly" -> "a big red square"), the form of caption the unlabelled-video model was trained hearing.
+
+    how="parse": the appearance words read by the world's caption grammar (`parse_caption`); a prompt that names
+    fewer than all three, or has a word outside the vocabulary, falls back to "clip". how="clip": the nearest
+    caption of *any* combination through the mini-CLIP text tower, a learned prior like the paper's (which maps text
+    into the space its decoder was trained on: CLIP image embeddings). Direction words do not survive either: they
+    never meant anything to this model.
+    """
+    if how not in PRIORS:
+        raise ValueError(f"the prior must be one of {PRIORS}, got {how!r}")
+    out = [_parsed(p) if how == "parse" else None for p in prompts]
+    rest = [p for p, o in zip(prompts, out) if o is None]
+    if rest:
+        tok, clip = pretrained("ch02.clip", recipe.image_preset, recipe.image_seed, progress)
+        bank = appearance_captions("all")              # a caption is not data: held-out combinations can be named
+        with torch.no_grad():
+            unit = lambda e: e / e.norm(dim=-1, keepdim=True)          # noqa: E731
+            sim = unit(clip.encode_text(*tok.encode(rest))) @ unit(clip.encode_text(*tok.encode(bank))).T
+        found = iter(bank[int(k)] for k in sim.argmax(1))
+        out = [o if o is not None else next(found) for o in out]
+    return out
+
+
+def _parsed(prompt: str) -> str | None:
+    try:
+        d = parse_caption(prompt)
+    except ValueError:                                 # a word outside the vocabulary, or two colours
+        return None
+    return None if min(d["color"], d["shape"], d["size"]) < 0 else \
+        f"a {SIZES[d['size']]} {COLORS[d['color']]} {SHAPES[d['shape']]}"
+
+
+def pseudo_captions(clips_uint8: torch.Tensor, recipe, progress: bool = True,
+                    batch: int = 1024) -> list[str]:
+    """Each clip's first frame, embedded by the mini-CLIP image tower, named by the nearest appearance caption.
+
+    The pixels pick the caption through the shared image-text space; the clip's own caption is never read.
+    """
+    tok, clip = pretrained("ch02.clip", recipe.image_preset, recipe.image_seed, progress)   # trains if absent
+    bank = appearance_captions()
+    with torch.no_grad():
+        text = clip.encode_text(*tok.encode(bank))                               # (K, E), normalised
+        picks = [(clip.encode_image(from_uint8(clips_uint8[i:i + batch, :, 0])) @ text.T).argmax(1)
+                 for i in range(0, len(clips_uint8), batch)]                     # first frames -> nearest caption
+    return [bank[int(k)] for k in torch.cat(picks)]
+
+
+__all__ = ["PRIORS", "appearance_captions", "pseudo_captions", "prior_captions"]
