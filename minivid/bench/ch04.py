@@ -58,7 +58,7 @@ def _sample(model, schedule, cond, p, prompts, seed, frames=None, prior="preset"
     said = ch04.prior_captions(prompts["captions"], r, how, progress=False) if how else prompts["captions"]
     return ch04.generate(model, schedule, cond, said, p.guidance,
                          objective=ch04.image_model(r).objective, steps=p.eval_steps, seed=seed,
-                         frames=frames or r.frames, size=r.size, **kw)
+                         frames=frames or r.frames, size=r.size, **{"noise_alpha": r.noise_alpha, **kw})
 
 
 def _main(p, seed: int):
@@ -92,7 +92,7 @@ def _interp_figures(p, seed: int, figures: dict, tables: dict, x_gen: torch.Tens
     half = WorldConfig(size=p.video.size, frames=i.interp_frames, speed_slow=w.speed_slow / 2,
                        speed_fast=w.speed_fast / 2)
     real = sample_batch(n, kind="video", split="heldout", world=half, generator=make_generator(40_000 + seed))["x"]
-    kw = dict(objective=objective, steps=p.eval_steps, seed=seed)
+    kw = dict(objective=objective, steps=p.eval_steps, seed=seed, noise_alpha=p.video.noise_alpha)
     net = ch04.interpolate(interp, schedule, cond, real[:, :, ::2], **kw)
     lin = ch04.linear_blend(real[:, :, ::2])
     odd = slice(1, None, 2)
@@ -176,7 +176,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     for n in p.finetune_clips:
         mf, sf, cf = ch04.finetune(p, seed, clips=n, progress=True)
         xf = ch04.generate(mf, sf, cf, prompts["captions"], p.finetune_guidance, objective=image.objective,
-                           steps=p.eval_steps, seed=seed, frames=r.frames, size=r.size)
+                           steps=p.eval_steps, seed=seed, frames=r.frames, size=r.size, noise_alpha=r.noise_alpha)
         rows.append({"captioned clips": n, **_judged(judge, xf, prompts["labels"])})
         figures[f"finetune{n}_motion_acc"] = rows[-1].get("motion_acc", float("nan"))
     tables["finetune_curve"] = rows

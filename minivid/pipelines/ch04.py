@@ -351,7 +351,7 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
         prompts = heard
     return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
                     objective=image_model(r, False).objective, steps=steps, seed=seed, frames=frames or r.frames,
-                    size=r.size)
+                    size=r.size, noise_alpha=r.noise_alpha)
 
 
 CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_rank=2,
