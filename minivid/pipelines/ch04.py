@@ -77,7 +77,7 @@ class VideoRecipe:
     motion_channels: bool = added_field(False)
     # training timesteps drawn SNR-shifted, noisier (`shifted_timesteps`, as chapter 06's recipe): more of training
     # where a clip's path is decided. An added field: 1 (uniform) keeps the earlier models' cache keys.
-    # By hand, 2026-12-03 (Zen 5 EPYC, seed 0, 1700 steps on one thread, 128 of the bench's held-out prompts,
+    # By hand, 2026-12-03 (AMD EPYC 25/1, seed 0, 1700 steps on one thread, 128 of the bench's held-out prompts,
     # DDIM-20, guidance 1; recorded recipe: plausibility 0.39): t_shift 2 alone 0.39; t_shift 2 + motion channels
     # 0.52 (DDIM-50 0.50, eta 1 0.46); + the temporal layers' cross-attention to the text (Pseudo3DConfig
     # text_cross_attn) 0.47; + each frame's mean token in the temporal attention (global_context) 0.44. The failures
