@@ -54,8 +54,7 @@ def _sample(model, schedule, cond, p, prompts, seed, frames=None, prior="preset"
     """The unlabelled-video model on the prompts, heard through a prior (`ch04.prior_captions`; "preset": the
     preset's, None: the prompts as written)."""
     r = p.video
-    how = p.prior if prior == "preset" else prior
-    said = ch04.prior_captions(prompts["captions"], r, how, progress=False) if how else prompts["captions"]
+    said = ch04.prior_captions(prompts["captions"], r, p.prior if prior == "preset" else prior, progress=False)
     return ch04.generate(model, schedule, cond, said, p.guidance,
                          objective=ch04.image_model(r).objective, steps=p.eval_steps, seed=seed,
                          frames=frames or r.frames, size=r.size, **{"noise_alpha": r.noise_alpha, **kw})
@@ -128,7 +127,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     heads, model, schedule, cond, prompts, x = _main(p, seed)
     figures.update(heads)
     image = ch04.image_model(r)
-    said = ch04.prior_captions(prompts["captions"], r, p.prior, progress=False) if p.prior else prompts["captions"]
+    said = ch04.prior_captions(prompts["captions"], r, p.prior, progress=False)   # what the video model heard
     img = guided_ddim(image.model, schedule, cond, said, (3, r.size, r.size),
                            guidance=p.guidance, objective=image.objective, steps=p.eval_steps, seed=seed)
     base = {k: v for k, v in _judged(judge, img, prompts["labels"]).items() if k.endswith("_acc")}

@@ -23,7 +23,8 @@ import torch
 
 from minivid.bench import judged
 from minivid.bench.ch04 import KEYS, heldout_prompts
-from minivid.eval import Judge
+from minivid.data import WorldConfig
+from minivid.eval import Judge, fit_motion
 from minivid.pipelines import ch04
 from minivid.pipelines.common import guided_ddim
 
@@ -51,12 +52,10 @@ def motion_failures(x: torch.Tensor, judge: Judge) -> dict:
     """Of the clips whose path is not straight (motion confidence < 0.5): the share of all clips that drift sideways
     (sideways speed above the path's noise per frame, `fit_motion`'s two terms) and of the rest."""
     m = judge.predict(x)
-    vx, vy = m["velocity"].unbind(-1)
-    across = torch.minimum(vx.abs(), vy.abs())
-    c, T = m["centroid"], x.shape[2]
-    t = torch.arange(T, dtype=c.dtype) - (T - 1) / 2
-    fit = c.mean(1, keepdim=True) + m["velocity"][:, None] * t[None, :, None]
-    noise = (c - fit).pow(2).sum(-1).mean(1).sqrt() / max(T - 1, 1)
+    T = x.shape[2]
+    f = fit_motion(m["centroid"][..., 0], m["centroid"][..., 1], WorldConfig(size=x.shape[-1], frames=T))
+    across = torch.minimum(f["vx"].abs(), f["vy"].abs())
+    noise = f["residual"] / max(T - 1, 1)
     bent = m["motion_conf"] < 0.5
     return {"bent_sideways": (bent & (across > noise)).float().mean().item(),
             "bent_other": (bent & (across <= noise)).float().mean().item()}
@@ -79,7 +78,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     for i, (name, overrides) in enumerate(ARMS.items()):
         r = arm_recipe(p.video, overrides)
         model, schedule, cond, _ = ch04.train_video(p, seed, recipe=r)         # cached, or trained here
-        said = ch04.prior_captions(prompts["captions"], r, p.prior, progress=False) if p.prior else prompts["captions"]
+        said = ch04.prior_captions(prompts["captions"], r, p.prior, progress=False)
         out = guided_ddim(model, schedule, cond, said, (ch04.channels(model), r.frames, r.size, r.size),
                           guidance=p.guidance, objective=ch04.image_model(r).objective, steps=p.eval_steps,
                           seed=seed, progress=False, noise_alpha=r.noise_alpha)

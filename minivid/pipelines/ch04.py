@@ -352,12 +352,11 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
     p = get_preset(preset)
     model, schedule, cond = load_video_model(p, seed=0)
     r = p.video
-    if p.prior:
-        heard = prior_captions(list(prompts), r, p.prior, progress=False)
-        for said, h in sorted(set(zip(prompts, heard))):
-            print(f"ch04: the unlabelled-video model hears {h!r} for {said!r} (its prior; no clip it saw said how "
-                  "things move)")
-        prompts = heard
+    heard = prior_captions(list(prompts), r, p.prior, progress=False)
+    for said, h in sorted(set(zip(prompts, heard))) if p.prior else ():
+        print(f"ch04: the unlabelled-video model hears {h!r} for {said!r} (its prior; no clip it saw said how "
+              "things move)")
+    prompts = heard
     return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
                     objective=image_model(r, False).objective, steps=steps, seed=seed, frames=frames or r.frames,
                     size=r.size, noise_alpha=r.noise_alpha)

@@ -24,7 +24,7 @@ def appearance_captions(split: str = "train") -> list[str]:
 PRIORS = ("parse", "clip")
 
 
-def prior_captions(prompts: list[str], recipe, how: str = "parse", progress: bool = True) -> list[str]:
+def prior_captions(prompts: list[str], recipe, how: str | None = "parse", progress: bool = True) -> list[str]:
     """The sampling-time prior: each prompt said as an appearance caption ("the large scarlet block is heading left
     swiftly" -> "a big red square"), the form of caption the unlabelled-video model was trained hearing.
 
@@ -32,8 +32,10 @@ def prior_captions(prompts: list[str], recipe, how: str = "parse", progress: boo
     fewer than all three, or has a word outside the vocabulary, falls back to "clip". how="clip": the nearest
     caption of *any* combination through the mini-CLIP text tower, a learned prior like the paper's (which maps text
     into the space its decoder was trained on: CLIP image embeddings). Direction words do not survive either: they
-    never meant anything to this model.
+    never meant anything to this model. how=None: no prior, the prompts as written.
     """
+    if how is None:
+        return list(prompts)
     if how not in PRIORS:
         raise ValueError(f"the prior must be one of {PRIORS}, got {how!r}")
     out = [_parsed(p) if how == "parse" else None for p in prompts]
