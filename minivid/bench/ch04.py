@@ -14,7 +14,8 @@
 * the fine-tuning curve (one seed): held-out direction after a short fine-tune on 0, 100, 500, 2,000
   captioned clips;
 * frame interpolation (one seed): PSNR of the network vs linear blending on held-out real clips with every
-  other frame removed; extrapolation PSNR; the judge's consistency and flicker on 15-frame generated clips.
+  other frame removed, and with the middle `InterpRecipe.gap` frames removed; extrapolation PSNR; the judge's
+  consistency and flicker on 15-frame generated clips.
 """
 from __future__ import annotations
 
@@ -104,6 +105,10 @@ def _interp_figures(p, seed: int, figures: dict, tables: dict, x_gen: torch.Tens
     hold = ext_real[:, :, T0 - 1:T0].expand_as(ext_real[:, :, T0:])
     figures["extrap_psnr_network"] = _db(ext[:, :, T0:], ext_real[:, :, T0:])
     figures["extrap_psnr_hold_last_frame"] = _db(hold, ext_real[:, :, T0:])
+    gap = ch04.gap_mask(i.extrap_frames, i.gap) == 0                   # the same clips, their middle frames removed
+    figures["gap_psnr_network"] = _db(ch04.fill_gap(interp, schedule, cond, ext_real, i.gap, **kw)[:, :, gap],
+                                      ext_real[:, :, gap])
+    figures["gap_psnr_linear"] = _db(ch04.linear_fill(ext_real, (~gap).float())[:, :, gap], ext_real[:, :, gap])
     gen = x_gen[:n]
     up = ch04.interpolate(interp, schedule, cond, gen, **kw)
     rows = []

@@ -89,6 +89,25 @@ def block_level(name: str, unet: UNet2D) -> int:
     return int(m.group(1)) if m else len(unet.cfg.channel_mult) - 1
 
 
+def add_text_cross_attn(unet: UNet2D, head_dim: int = 32) -> UNet2D:
+    """Follow each temporal attention of an inflated U-Net with a cross-attention to the text tokens, in place.
+
+    The output projections start at zero (`TextCrossAttention`), so the model computes exactly what it did; the
+    new layers are trainable and everything else frozen (`temporal_parameters`). This is `Pseudo3DConfig.
+    text_cross_attn` added to a model already trained without it - chapter 04's video-text fine-tune: the temporal
+    layers were trained hearing no word about motion, and now have a path from the caption's tokens of their own.
+    """
+    if unet.cfg.context_dim is None:
+        raise ValueError("text_cross_attn needs an image model with text tokens (context_dim), got None")
+    channels = unet.insertion_points()
+    for name, layer in list(unet.temporal.items()):
+        if isinstance(layer, TemporalAttention):
+            unet.temporal[name] = TemporalThenText(layer, TextCrossAttention(f"{name}_x", channels[name], head_dim,
+                                                                             unet.cfg.context_dim))
+    temporal_parameters(unet)
+    return unet
+
+
 class TemporalThenText(nn.Module):
     """A temporal attention, then a cross-attention from every pixel of every frame to the text tokens."""
 
@@ -169,8 +188,10 @@ class FrameInterpolator(nn.Module):
     channels after the C pixel ones, (B, C + n, T, H, W); the known frames are pixels only.
     """
 
-    def __init__(self, video: UNet2D):
+    def __init__(self, video: UNet2D, residual: bool = False):
         super().__init__()
+        self.residual = residual     # what it denoises: the clip, or (True) the clip minus the known frames' linear
+                                     # blend in time (`ch04.linear_fill`), which the sampler adds back
         c = video.cfg.in_channels
         video.stem = ConditionedStem(video.stem, c + 1)
         video.cfg.in_channels = 2 * c + 1
@@ -185,5 +206,5 @@ class FrameInterpolator(nn.Module):
         return self.video(torch.cat([x, interpolation_input(known, mask), flow], dim=1), t, **kw)
 
 
-__all__ = ["Pseudo3DConfig", "inflate", "TemporalThenText", "temporal_parameters", "interpolation_mask", "interpolation_input",
+__all__ = ["Pseudo3DConfig", "inflate", "add_text_cross_attn", "TemporalThenText", "temporal_parameters", "interpolation_mask", "interpolation_input",
            "ConditionedStem", "FrameInterpolator"]

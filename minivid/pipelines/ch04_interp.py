@@ -1,9 +1,10 @@
 """Chapter 04, second half: Make-A-Video's frame-interpolation network (Singer et al. 2022, arXiv:2209.14792,
 Sec. 3.3) - the trained video model given known frames and a mask, fine-tuned to fill in the others.
 
-One network learns both tasks from unlabelled clips: *interpolation* (every other frame known: raise an
-8-frame clip to 15 frames) and *extrapolation* (the first frames known: extend a clip). Its baseline is
-linear blending of the neighbouring frames (`linear_blend`).
+One network learns three tasks from unlabelled clips: *interpolation* (every other frame known: raise an
+8-frame clip to 15 frames), *extrapolation* (the first frames known: extend a clip) and *gap filling* (the
+middle frames removed, those either side known). Its baseline is linear blending in time between the nearest
+known frames (`linear_blend`, `linear_fill`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from minivid.data import WorldConfig, from_uint8, materialize_split
 from minivid.diffusion import Schedule, diffusion_loss, mixed_noise
 from minivid.models.pseudo3d import FrameInterpolator, interpolation_mask, temporal_parameters
 from minivid.pipelines.ch04 import (
+    RGB,
     Ch04Preset,
     VideoRecipe,
     channels,
@@ -45,37 +47,55 @@ def interp_pools(preset) -> dict:
             for k, world in (("interp", half), ("extrap", full))}
 
 
-def interp_batch_fn(preset, pools: dict):
-    """batch_fn(step, g) -> {"x": clip (B, 3, T, S, S), "known": the same clip, "mask": (B, T)}.
+def gap_mask(frames: int, gap: int) -> torch.Tensor:
+    """(frames,) float: 0 at the middle `gap` frames, 1 elsewhere (the frames either side of the gap known)."""
+    start = (frames - gap) // 2
+    return interpolation_mask(frames, [t for t in range(frames) if not start <= t < start + gap])
 
-    Even steps interpolate (every other frame known), odd steps extrapolate (the first frames known), so
-    one network learns both; the clip is played backwards with probability 1/2.
+
+TASKS = ("interp", "extrap", "gap")     # step % 3 picks one: every other frame known / the first ones / both ends
+
+
+def interp_batch_fn(preset, pools: dict):
+    """batch_fn(step, g) -> {"x": clip (B, 3, T, S, S), "known": the same clip, "mask": (B, T),
+    "blend": the clip's linear blend in time from its known frames (`linear_fill`; what a residual network adds to
+    its output)}.
+
+    Steps take the three tasks in turn (`TASKS`): interpolate (every other frame known), extrapolate (the first
+    frames known), fill a gap (the middle `gap` frames unknown, on the extrapolation pool), so one network
+    learns all three; the clip is played backwards with probability 1/2.
     """
     p = get_preset(preset)
     i, T0 = p.interp, p.video.frames
 
     def batch_fn(step, g):
-        kind = "interp" if step % 2 == 0 else "extrap"
+        task = TASKS[step % len(TASKS)]
+        kind = "interp" if task == "interp" else "extrap"
         data = pools[kind]
         idx = torch.randint(0, len(data), (i.batch_size,), generator=g)
         x = from_uint8(data[idx])
         back = torch.rand(i.batch_size, generator=g) < 0.5
         x = torch.where(back[:, None, None, None, None], x.flip(2), x)
         T = x.shape[2]
-        known = range(0, T, 2) if kind == "interp" else range(T0)
-        mask = interpolation_mask(T, list(known)).expand(i.batch_size, T)
-        return {"x": with_flow(x) if p.video.motion_channels else x, "known": x, "mask": mask}
+        mask = gap_mask(T, i.gap) if task == "gap" else interpolation_mask(
+            T, list(range(0, T, 2) if task == "interp" else range(T0)))
+        return {"x": with_flow(x) if p.video.motion_channels else x, "known": x,
+                "mask": mask.expand(i.batch_size, T), "blend": linear_fill(x, mask)}
     return batch_fn
 
 
 def interp_loss_fn(schedule: Schedule, objective: str, null: dict, noise_alpha: float = 0.0):
     """Diffusion loss on every frame, the network told the known frames and the mask (null caption: no text);
-    the noise shared across frames as the video model was trained (`mixed_noise`)."""
+    the noise shared across frames as the video model was trained (`mixed_noise`). A residual network
+    (`FrameInterpolator.residual`) denoises the clip minus the batch's "blend" (its pixels; flow is kept)."""
     def loss_fn(net, batch, g):
         B = batch["x"].shape[0]
         cond = {k: v.expand(B, *v.shape) for k, v in null.items()}
-        return diffusion_loss(net, batch["x"], schedule, objective, generator=g, noise=mixed_noise(
-                              batch["x"].shape, noise_alpha, g, device=batch["x"].device),
+        x = batch["x"]
+        if getattr(net, "residual", False):
+            x = torch.cat([x[:, :RGB] - batch["blend"], x[:, RGB:]], 1)
+        return diffusion_loss(net, x, schedule, objective, generator=g, noise=mixed_noise(
+                              x.shape, noise_alpha, g, device=x.device),
                               cond={**cond, "known": batch["known"], "mask": batch["mask"]})
     return loss_fn
 
@@ -87,13 +107,21 @@ def train_interpolator(preset: str | Ch04Preset = "full", seed: int = 0, progres
     """
     p = get_preset(preset)
     video, schedule, cond = load_video_model(p, seed, progress)
-    net = FrameInterpolator(copy.deepcopy(video))
+    net = FrameInterpolator(copy.deepcopy(video), residual=p.interp.residual)
     state = load_or_train(net, interp_loss_fn(schedule, image_model(p.video, False).objective, cond.null_features(),
                                          p.video.noise_alpha),
                           interp_batch_fn(p, interp_pools(p)), p.interp, checkpoint_path("interp", p, seed), seed=seed,
-                          progress=progress, params=temporal_parameters(net), desc="ch04 frame interpolation",
+                          progress=progress, params=_trainable(net, p.interp.train_all), desc="ch04 frame interpolation",
                           command=train_command(p))
     return state.sampling_model.eval(), schedule, cond
+
+
+def _trainable(net: FrameInterpolator, train_all: bool) -> list[torch.nn.Parameter]:
+    """The parameters the interpolation fine-tune moves: every one, or the temporal layers and the new input conv."""
+    if not train_all:
+        return temporal_parameters(net)
+    net.requires_grad_(True)
+    return list(net.parameters())
 
 
 @torch.no_grad()
@@ -101,15 +129,21 @@ def fill_frames(interp: FrameInterpolator, schedule: Schedule, cond: TextConditi
                 mask: torch.Tensor, *, objective: str = "v", steps: int = 20, seed: int = 0,
                 progress: bool = False, noise_alpha: float | None = None) -> torch.Tensor:
     """Sample the masked frames of `known` (B, 3, T, S, S) given `mask` (T,); known frames are kept as given.
-    noise_alpha: the starting noise's share across frames (by default the video recipe's, as trained)."""
+    noise_alpha: the starting noise's share across frames (by default the video recipe's, as trained). A residual
+    network's sample is added to the known frames' linear blend in time (`linear_fill`)."""
     B, T = known.shape[0], known.shape[2]
     m = mask.to(known).expand(B, T)
     shape = (channels(interp), *known.shape[2:])                    # with motion channels: the flow too
+    residual = getattr(interp, "residual", False)
     out = guided_ddim(interp, schedule, cond, [""] * B, shape, guidance=1.0, objective=objective,
                       steps=steps, seed=seed, progress=progress, extra={"known": known, "mask": m},
+                      clip=2.0 if residual else 1.0,                 # a residual of clips in [-1, 1] is in [-2, 2]
                       noise_alpha=VideoRecipe.noise_alpha if noise_alpha is None else noise_alpha)
+    out = out[:, :known.shape[1]]
+    if residual:
+        out = (out + linear_fill(known, mask)).clamp(-1, 1)
     keep = m[:, None, :, None, None].bool()
-    return torch.where(keep, known, out[:, :known.shape[1]])
+    return torch.where(keep, known, out)
 
 
 def interpolate(interp, schedule, cond, clips: torch.Tensor, **kw) -> torch.Tensor:
@@ -127,6 +161,11 @@ def extrapolate(interp, schedule, cond, clips: torch.Tensor, extra: int = 4, **k
     return fill_frames(interp, schedule, cond, known, interpolation_mask(T + extra, list(range(T))), **kw)
 
 
+def fill_gap(interp, schedule, cond, clips: torch.Tensor, gap: int, **kw) -> torch.Tensor:
+    """(B, 3, T, S, S) -> the same clips with their middle `gap` frames filled in by the network."""
+    return fill_frames(interp, schedule, cond, clips, gap_mask(clips.shape[2], gap), **kw)
+
+
 def linear_blend(clips: torch.Tensor) -> torch.Tensor:
     """The baseline: (B, C, T, ...) -> (B, C, 2T - 1, ...) with each new frame the mean of its neighbours."""
     mids = (clips[:, :, 1:] + clips[:, :, :-1]) / 2
@@ -134,5 +173,23 @@ def linear_blend(clips: torch.Tensor) -> torch.Tensor:
     return torch.cat([out, clips[:, :, -1:]], 2)
 
 
-__all__ = ["interp_pools", "interp_batch_fn", "interp_loss_fn", "train_interpolator", "fill_frames", "interpolate",
-           "extrapolate", "linear_blend"]
+def linear_fill(known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The baseline for any mask: each unknown frame of `known` (B, C, T, ...) blended linearly in time between
+    the nearest known frames before and after it (the nearest one alone at an end); mask (T,), 1 = known."""
+    idx = [t for t in range(known.shape[2]) if mask[t] > 0]
+    if not idx:
+        raise ValueError("linear_fill needs at least one known frame")
+    frames = []
+    for t in range(known.shape[2]):
+        a = max([k for k in idx if k <= t], default=None)
+        b = min([k for k in idx if k >= t], default=None)
+        if a is None or b is None or a == b:
+            frames.append(known[:, :, a if b is None else b])
+        else:
+            w = (t - a) / (b - a)
+            frames.append((1 - w) * known[:, :, a] + w * known[:, :, b])
+    return torch.stack(frames, 2)
+
+
+__all__ = ["TASKS", "gap_mask", "interp_pools", "interp_batch_fn", "interp_loss_fn", "train_interpolator", "fill_frames",
+           "interpolate", "extrapolate", "fill_gap", "linear_blend", "linear_fill"]
