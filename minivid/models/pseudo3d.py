@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from minivid.models.blocks import AttentionBlock, ResBlock, TextCrossAttention, zero_module
-from minivid.models.temporal import Pseudo3DConv, TemporalAttention
+from minivid.models.temporal import Pseudo3DConv, ShiftedPseudo3DConv, TemporalAttention
 from minivid.models.unet2d import ExtraChannels, UNet2D
 
 
@@ -44,6 +44,9 @@ class Pseudo3DConfig:
                                         # to the text tokens (zero-init), as chapter 06's temporal layers
     global_context: bool = False        # beyond the paper: temporal attention also reads each frame's mean over its
                                         # pixels (`TemporalAttention`), one clip-wide path past the frozen layers
+    spatial_shift: bool = False         # beyond the paper: each temporal conv followed by a zero-init depthwise
+                                        # space-time conv (`ShiftedPseudo3DConv`): a trainable way to move a feature
+                                        # to the next pixel in the next frame
 
     def __post_init__(self):
         if self.kernel < 1 or self.kernel % 2 == 0:
@@ -63,8 +66,9 @@ def inflate(unet: UNet2D, cfg: Pseudo3DConfig | None = None) -> UNet2D:
     cfg = cfg or Pseudo3DConfig()
     for blk in list(unet.blocks()):
         if cfg.temporal_conv and isinstance(blk, ResBlock):
-            blk.conv1 = Pseudo3DConv(blk.conv1, cfg.kernel)
-            blk.conv2 = Pseudo3DConv(blk.conv2, cfg.kernel)
+            conv = ShiftedPseudo3DConv if cfg.spatial_shift else Pseudo3DConv
+            blk.conv1 = conv(blk.conv1, cfg.kernel)
+            blk.conv2 = conv(blk.conv2, cfg.kernel)
     if cfg.text_cross_attn and unet.cfg.context_dim is None:
         raise ValueError("text_cross_attn needs an image model with text tokens (context_dim), got None")
     if cfg.temporal_attn:
@@ -127,7 +131,8 @@ def temporal_parameters(model: nn.Module) -> list[nn.Parameter]:
     model.requires_grad_(False)
     new = []
     for m in model.modules():
-        part = m.temporal if isinstance(m, Pseudo3DConv) else m.extra if isinstance(m, ConditionedStem) else \
+        part = nn.ModuleList([m.temporal, m.shift]) if isinstance(m, ShiftedPseudo3DConv) else \
+            m.temporal if isinstance(m, Pseudo3DConv) else m.extra if isinstance(m, ConditionedStem) else \
             m if isinstance(m, (TemporalAttention, TextCrossAttention, ExtraChannels)) else None
         if part is not None:
             new += [p for p in part.parameters() if all(p is not q for q in new)]

@@ -193,5 +193,25 @@ class Pseudo3DConv(nn.Module):
         ### END SOLUTION
 
 
+class ShiftedPseudo3DConv(Pseudo3DConv):
+    """A pseudo-3-D conv followed by a depthwise space-time conv (`kernel` frames x 3 x 3 pixels, one filter per
+    channel), zero-initialised and added to its output: at initialisation exactly a `Pseudo3DConv`.
+
+    Beyond the paper: in a frozen image model the temporal convs act at each pixel on its own, so a trainable layer
+    cannot move a feature to the next pixel in the next frame; this one can, each channel its own way, for
+    C * kernel * 9 parameters.
+    """
+
+    def __init__(self, spatial: nn.Conv2d, kernel: int = 3):
+        super().__init__(spatial, kernel)
+        C = spatial.out_channels
+        self.shift = zero_module(nn.Conv3d(C, C, (kernel, 3, 3), padding=(kernel // 2, 1, 1), groups=C))
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        out = super().forward(x, image)                                    # (B, Cout, T, H, W)
+        moved = out + self.shift(out)
+        return moved if image is None else torch.where(image.bool()[:, None, None, None, None], out, moved)
+
+
 __all__ = ["CONV_KINDS", "SpaceTimeConv", "TemporalAttention", "temporal_attention_mask", "pixel_sequences",
-           "Pseudo3DConv", "dirac_temporal_conv", "fold_frames", "unfold_frames"]
+           "Pseudo3DConv", "ShiftedPseudo3DConv", "dirac_temporal_conv", "fold_frames", "unfold_frames"]

@@ -69,23 +69,13 @@ class VideoRecipe:
     time_reversal: float = 0.5         # chance a clip is played backwards (free data: no caption to fix)
     noise_alpha: float = 1.0           # noise partly shared across frames, in training and sampling (`mixed_noise`)
     # also denoise the clip's flow, read off its pixels (`estimate_flow`; VideoJAM, as chapter 03), through new
-    # layers that start at zero. An added field: off, the models trained before it keep their cache keys. Tried
-    # and not kept (2026-12-03, Zen 5 EPYC, seed 0, 1700 steps, by hand, the bench's 256 held-out prompts at
-    # guidance 1): motion plausibility 0.36 (recorded without: 0.39), validity 0.58 (0.59). What fails is not the
-    # amount of motion but its straightness: on 64 of those prompts the judged speed's median is 0.019 frame units
-    # a frame (real clips 0.016-0.032), but the median motion confidence (a straight path) is 0.36, real clips 0.99
+    # layers that start at zero. An added field: off, the models trained before it keep their cache keys. Tried and
+    # not kept: chapter 04 section 6 (`bench ch04_ablations`) and the notes there on the runs by hand
     motion_channels: bool = added_field(False)
     # training timesteps drawn SNR-shifted, noisier (`shifted_timesteps`, as chapter 06's recipe): more of training
-    # where a clip's path is decided. An added field: 1 (uniform) keeps the earlier models' cache keys.
-    # By hand, 2026-12-03 (AMD EPYC 25/1, seed 0, 1700 steps on one thread, 128 of the bench's held-out prompts,
-    # DDIM-20, guidance 1; recorded recipe: plausibility 0.39): t_shift 2 alone 0.39; t_shift 2 + motion channels
-    # 0.52 (DDIM-50 0.50, eta 1 0.46); + the temporal layers' cross-attention to the text (Pseudo3DConfig
-    # text_cross_attn) 0.47; + each frame's mean token in the temporal attention (global_context) 0.44. The failures
-    # are diagonal paths (54 of 60 have more sideways than path noise): the model does not commit to one axis. Its
-    # generated flow says the same: coverage-weighted mean 0.13 where real clips have 0.45-0.9, sideways/along 0.49: it
-    # predicts the average of the four directions. Through the prior (`prior_captions`) the t_shift 2 + motion
-    # channels model reaches colour 1.00, shape 0.99, consistency 0.96, validity 0.91 (prompts as written: 0.84,
-    # 0.91, 0.82, 0.59); its plausibility stays 0.49
+    # where a clip's path is decided. An added field: 1 (uniform) keeps the earlier models' cache keys. Measured
+    # with the other motion changes by `bench ch04_ablations` (2 lifts plausibility from 0.35 to 0.50 at seed 0, short
+    # of the target); the failures are diagonal paths: the model does not commit to one of the four directions
     t_shift: float = added_field(1.0)
 
     def __post_init__(self):
@@ -125,19 +115,12 @@ class InterpRecipe:
     warmup_steps: int = 50
     ema_decay: float = 0.995
     pool: int = 2000                   # clips of each kind
-    # a third task: the middle `gap` frames of an extrapolation-length clip removed, the frames either side known.
-    # Every-other-frame in-betweens at this world's speeds are a fraction of a pixel from their neighbours, where
-    # linear blending is nearly exact (recorded 2026-12-01: 45.8 dB, the network 22.3 dB); across a gap the object
-    # travels pixels and a blend leaves two ghosts, so a network that knows motion has something to win
-    gap: int = 4
-    # denoise the clip minus the linear blend of its known frames (`linear_fill`) instead of the clip: the network
-    # only has to learn what blending gets wrong (the ghosts), and starts from blending's answer, not from zero.
-    # Without it (recorded 2026-12-01 and by hand 2026-12-03, seed 0): in-betweens 22.3 dB against blending's
-    # 45.8, a 4-frame gap 20.1 dB against 27.9
+    gap: int = 4                       # a third task: the middle `gap` frames of an extrap_frames clip removed
+    # denoise the clip minus the linear blend of its known frames (`linear_fill`): only what blending gets wrong
+    # is left to learn (chapter 04 section 5 says why, with the figures without it)
     residual: bool = True
-    # fine-tune every weight of the network, as the paper fine-tunes its decoder for interpolation, not only the
-    # temporal layers and the new input conv: the frozen image layers were made to denoise a clip, not to copy
-    # known frames or to predict a residual
+    # fine-tune every weight, as the paper does its interpolation decoder, not only the new layers: the frozen
+    # image layers were made to denoise a clip, not to copy known frames or to predict a residual
     train_all: bool = True
 
     def __post_init__(self):
