@@ -9,7 +9,6 @@ import torch
 from minivid.compare import assert_close
 from minivid.data import video_pool
 from minivid.diffusion import make_schedule
-from minivid.models import UNet2D, unet2d_config
 from minivid.models.pseudo3d import (
     FrameInterpolator,
     Pseudo3DConfig,
@@ -21,25 +20,7 @@ from minivid.models.pseudo3d import (
 from minivid.models.temporal import TemporalAttention
 from minivid.pipelines import ch04
 from minivid.pipelines.common import guided_ddim
-
-
-def _randomize(module, seed=1, scale=0.1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(scale * torch.randn(p.shape, generator=g))
-    return module
-
-
-def _image_model():
-    torch.manual_seed(0)
-    return _randomize(UNet2D(unet2d_config("unet2d-tiny", context_dim=8, pooled_dim=8))).eval()
-
-
-def _text(B, L=5, D=8):
-    g = torch.Generator().manual_seed(3)
-    return {"context": torch.randn(B, L, D, generator=g), "context_mask": torch.ones(B, L, dtype=torch.bool),
-            "pooled": torch.randn(B, D, generator=g)}
+from tiny_models import text_features, tiny_image_model
 
 
 @pytest.mark.exercise("4.1")
@@ -48,9 +29,9 @@ def _text(B, L=5, D=8):
                                  Pseudo3DConfig(attn_levels=(0,), text_cross_attn=True, global_context=True)],
                          ids=["paper", "attn01", "xattn_global"])
 def test_at_init_the_video_model_is_the_image_model_frame_by_frame_exactly(cfg):
-    image = _image_model()                                    # every weight random: nothing is trivially zero
+    image = tiny_image_model()                                    # every weight random: nothing is trivially zero
     video = inflate(copy.deepcopy(image), cfg)
-    x, t, text = torch.randn(2, 3, 5, 8, 8), torch.tensor([10, 700]), _text(2)
+    x, t, text = torch.randn(2, 3, 5, 8, 8), torch.tensor([10, 700]), text_features(2)
     with torch.no_grad():
         per_frame = image(x, t, **text)                       # the 2-D model on a clip: every frame on its own
         frames = torch.stack([image(x[:, :, i], t, **text) for i in range(5)], 2)
@@ -61,7 +42,7 @@ def test_at_init_the_video_model_is_the_image_model_frame_by_frame_exactly(cfg):
 
 
 def test_attn_levels_add_temporal_attention_after_every_block_of_those_levels():
-    image = _image_model()
+    image = tiny_image_model()
     paper = inflate(copy.deepcopy(image))
     more = inflate(copy.deepcopy(image), Pseudo3DConfig(attn_levels=(0,)))
     assert set(paper.temporal) < set(more.temporal)
@@ -119,7 +100,7 @@ def test_t_shift_draws_noisier_timesteps_and_at_one_is_the_uniform_draw():
 @pytest.mark.parametrize("cfg", [Pseudo3DConfig(), Pseudo3DConfig(text_cross_attn=True, global_context=True)],
                          ids=["paper", "xattn_global"])
 def test_only_the_temporal_layers_train_and_the_image_weights_stay_bit_identical(cfg):
-    image = _image_model()
+    image = tiny_image_model()
     video = inflate(copy.deepcopy(image), cfg)
     params = temporal_parameters(video)
     new_ids = {id(p) for p in params}
@@ -130,7 +111,7 @@ def test_only_the_temporal_layers_train_and_the_image_weights_stay_bit_identical
     before = {n: p.clone() for n, p in video.named_parameters() if not p.requires_grad}
     opt = torch.optim.AdamW(params, lr=1e-2)
     for _ in range(3):
-        loss = video(torch.randn(2, 3, 4, 8, 8), torch.tensor([5, 500]), **_text(2)).square().mean()
+        loss = video(torch.randn(2, 3, 4, 8, 8), torch.tensor([5, 500]), **text_features(2)).square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -147,10 +128,10 @@ def test_only_the_temporal_layers_train_and_the_image_weights_stay_bit_identical
 
 
 def test_temporal_attention_reads_text_through_a_zero_init_projection():
-    video = inflate(copy.deepcopy(_image_model()), Pseudo3DConfig(temporal_conv=False))
+    video = inflate(copy.deepcopy(tiny_image_model()), Pseudo3DConfig(temporal_conv=False))
     tattn = next(iter(video.temporal.values()))
     assert tattn.emb is not None and tattn.emb.weight.abs().sum() == 0
-    plain = inflate(copy.deepcopy(_image_model()), Pseudo3DConfig(text_in_time=False))
+    plain = inflate(copy.deepcopy(tiny_image_model()), Pseudo3DConfig(text_in_time=False))
     assert next(iter(plain.temporal.values())).emb is None
 
 
@@ -175,9 +156,9 @@ def test_interpolation_input_and_mask():
 
 @pytest.mark.exercise("4.3")
 def test_the_interpolation_network_starts_as_the_video_model():
-    video = inflate(copy.deepcopy(_image_model()))
+    video = inflate(copy.deepcopy(tiny_image_model()))
     interp = FrameInterpolator(copy.deepcopy(video))
-    x, t, text = torch.randn(2, 3, 5, 8, 8), torch.tensor([10, 700]), _text(2)
+    x, t, text = torch.randn(2, 3, 5, 8, 8), torch.tensor([10, 700]), text_features(2)
     known, mask = torch.randn(2, 3, 5, 8, 8), interpolation_mask(5, [0, 4]).expand(2, 5)
     with torch.no_grad():
         assert torch.equal(interp(x, t, known=known, mask=mask, **text), video(x, t, **text))
@@ -288,11 +269,11 @@ def test_motion_channels_start_as_the_image_model_train_alone_and_carry_the_pixe
     keeps the flow channels and still starts as the video model; sampling returns pixels only."""
     from dataclasses import replace
     from minivid.data import WorldConfig, estimate_flow
-    image = _image_model()
+    image = tiny_image_model()
     r = replace(ch04.VideoRecipe(), pseudo3d={"attn_levels": (0,)}, motion_channels=True)
     video = ch04.build_video_model(r, image)
     assert ch04.channels(video) == 5 and ch04.channels(ch04.build_video_model(ch04.VideoRecipe(), image)) == 3
-    x, t, text = torch.randn(2, 5, 4, 8, 8), torch.tensor([10, 700]), _text(2)
+    x, t, text = torch.randn(2, 5, 4, 8, 8), torch.tensor([10, 700]), text_features(2)
     with torch.no_grad():
         out = video(x, t, **text)
         assert out.shape == x.shape and torch.equal(out[:, :3], image(x[:, :3], t, **text))
@@ -313,8 +294,8 @@ def test_motion_channels_start_as_the_image_model_train_alone_and_carry_the_pixe
     with torch.no_grad():
         assert torch.equal(interp(x, t, known=known, mask=mask, **text), video(x, t, **text))
     assert ch04.channels(interp) == 5
-    cond = lambda prompts: _text(len(prompts))                                # noqa: E731  a stand-in conditioner
-    cond.null = lambda b: _text(b)
+    cond = lambda prompts: text_features(len(prompts))                                # noqa: E731  a stand-in conditioner
+    cond.null = lambda b: text_features(b)
     clips = ch04.generate(video, make_schedule("cosine", 50), cond, ["a"] * 2, guidance=1.0, steps=2, frames=4,
                           size=8, progress=False)
     assert clips.shape == (2, 3, 4, 8, 8) and clips.abs().max() <= 1

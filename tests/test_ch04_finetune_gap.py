@@ -18,6 +18,7 @@ from minivid.models.pseudo3d import (
 )
 from minivid.models.temporal import TemporalAttention
 from minivid.pipelines import ch04
+from tiny_models import text_features
 
 
 def _video(context_dim=8):
@@ -34,19 +35,13 @@ def _video(context_dim=8):
     return video.eval()
 
 
-def _text(B, L=5, D=8, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    return {"context": torch.randn(B, L, D, generator=g), "context_mask": torch.ones(B, L, dtype=torch.bool),
-            "pooled": torch.randn(B, D, generator=g)}
-
-
 def test_adding_text_cross_attention_to_a_trained_video_model_changes_nothing_until_it_trains():
     video = _video()
     grown = add_text_cross_attn(copy.deepcopy(video), head_dim=4)
     n_attn = sum(isinstance(m, TemporalAttention) for m in video.modules())
     wrapped = [m for m in grown.temporal.values() if isinstance(m, TemporalThenText)]
     assert n_attn > 0 and len(wrapped) == n_attn, "every temporal attention gains one cross-attention"
-    x, t, text = torch.randn(2, 3, 4, 8, 8), torch.tensor([10, 700]), _text(2)
+    x, t, text = torch.randn(2, 3, 4, 8, 8), torch.tensor([10, 700]), text_features(2)
     with torch.no_grad():
         out, before = grown(x, t, **text), video(x, t, **text)
     assert before.abs().mean() > 0.01 and torch.equal(out, before), "zero-init: the same function, exactly"
@@ -57,7 +52,7 @@ def test_adding_text_cross_attention_to_a_trained_video_model_changes_nothing_un
     grown(x, t, **text).square().mean().backward()
     opt.step()
     with torch.no_grad():                                       # after one step the caption's tokens reach the frames
-        a, b = grown(x, t, **text), grown(x, t, **{**text, "context": _text(2, seed=4)["context"]})
+        a, b = grown(x, t, **text), grown(x, t, **{**text, "context": text_features(2, seed=4)["context"]})
     assert (a - b).abs().max() > 1e-4
 
 

@@ -25,21 +25,13 @@ from minivid.pipelines.ch05_sr import (
     stage_world,
     tsr_input,
 )
+from tiny_models import randomize
 
 D = 8
 
 
 def _rand(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _randomize(module, seed=1, scale=0.1, skip=()):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if not any(s in name for s in skip):
-                p.copy_(scale * torch.randn(p.shape, generator=g))
-    return module
 
 
 def _net(kind, fill="repeat", aug=True):
@@ -127,7 +119,7 @@ def test_augmentation_level_k_is_q_sample_after_k_steps():
 
 @pytest.mark.parametrize("kind,fill,channels", [("tsr", "repeat", 6), ("tsr", "blank", 7), ("ssr", "repeat", 6)])
 def test_each_stage_feeds_its_unet_the_documented_layout(kind, fill, channels):
-    net = _randomize(_net(kind, fill))
+    net = randomize(_net(kind, fill))
     assert net.unet.cfg.in_channels == channels == input_channels(kind, fill)
     B, T, S = 2, 4, 8
     low = _rand(B, 3, T, S, S, seed=9)
@@ -144,7 +136,7 @@ def test_each_stage_feeds_its_unet_the_documented_layout(kind, fill, channels):
 
 
 def test_the_stage_is_told_the_augmentation_level_through_a_zero_init_projection():
-    net = _randomize(_net("ssr"), skip=("aug_proj",))
+    net = randomize(_net("ssr"), skip=("aug_proj",))
     x, low, t = _rand(2, 3, 2, 16, 16, seed=1), _rand(2, 3, 2, 8, 8, seed=2), torch.tensor([100, 100])
     with torch.no_grad():
         a = net(x, t, low, aug_level=torch.tensor([0, 0]), **_text(2))
@@ -161,7 +153,7 @@ def test_the_stage_is_told_the_augmentation_level_through_a_zero_init_projection
 
 
 def test_guidance_one_is_the_conditional_model_and_the_aug_noise_is_seeded():
-    net = _randomize(_net("tsr"))
+    net = randomize(_net("tsr"))
     stage = ch05.Stage(net, make_schedule("cosine", 100), StageRecipe(kind="tsr", T=100, aug_max=50))
     cond, prompts = _Cond(), ["a red circle", "a blue square"]
     low = _rand(2, 3, 2, 8, 8, seed=3).clamp(-1, 1)

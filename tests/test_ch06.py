@@ -10,7 +10,6 @@ import torch
 
 from minivid.compare import assert_close
 from minivid.exercises import ch06 as checks
-from minivid.models import UNet2D, unet2d_config
 from minivid.models.alignment import (
     AlignmentConfig,
     AlignmentLayer,
@@ -25,6 +24,7 @@ from minivid.models.vae import AutoencoderKL, latent_scale_factor, vae_config
 from minivid.pipelines import ch06, common
 from minivid.pipelines.ch06_latents import decoder_batch_fn, decoder_loss, motion_channels
 from minivid.utils import make_generator
+from tiny_models import randomize, tiny_image_model
 
 D = 8
 F64 = torch.float64
@@ -33,25 +33,10 @@ F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _randomize(module, seed=1, scale=0.1, params=None):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in (params if params is not None else list(module.parameters())):
-            p.copy_(scale * torch.randn(p.shape, generator=g))
-    return module
-
-
-def _image_model():
-    """A latent text-to-image U-Net (4 channels in and out) with every weight random."""
-    torch.manual_seed(0)
-    return _randomize(UNet2D(unet2d_config("unet2d-tiny", in_channels=4, out_channels=4, context_dim=D,
-                                           pooled_dim=D))).eval()
-
-
 def _video_model(image, alpha=0.3):
     """The image model aligned, its temporal branch random (it starts as the identity), every alpha `alpha`."""
     video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16, attn_levels=(0,)))
-    return set_alpha(_randomize(video, seed=5, scale=0.2, params=alignment_parameters(video)), alpha)
+    return set_alpha(randomize(video, seed=5, scale=0.2, params=alignment_parameters(video)), alpha)
 
 
 def _inputs(B=2, T=5, L=5):
@@ -124,7 +109,7 @@ def test_the_checker_passes_and_names_the_usual_mistakes():
 
 @pytest.mark.exercise("6.3")
 def test_at_alpha_one_the_video_model_is_the_latent_image_model_frame_by_frame_exactly():
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     video = _video_model(image, alpha=0.3)
     x, t, text = _inputs()
     with torch.no_grad():
@@ -140,7 +125,7 @@ def test_at_alpha_one_the_video_model_is_the_latent_image_model_frame_by_frame_e
 
 @pytest.mark.exercise("6.3")
 def test_at_initialisation_the_video_model_is_the_image_model_whatever_alpha():
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     x, t, text = _inputs(T=4)
     for a in (0.2, 0.5, 0.9):
         video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16, attn_levels=(0, 1), alpha_init=a))
@@ -151,7 +136,7 @@ def test_at_initialisation_the_video_model_is_the_image_model_whatever_alpha():
 
 @pytest.mark.exercise("6.3")
 def test_image_items_force_alpha_one():
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     video = _video_model(image, alpha=0.3)
     x, t, text = _inputs(B=3, T=4)
     flags = torch.tensor([True, False, True])
@@ -166,7 +151,7 @@ def test_image_items_force_alpha_one():
 
 
 def test_temporal_layers_sit_after_the_spatial_blocks_and_only_they_train():
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16, attn_levels=(0,)))
     blocks = {b.name: type(b).__name__ for b in image.blocks()}
     assert set(video.temporal) == set(blocks), "one alignment layer after every ResBlock and attention block"
@@ -183,7 +168,7 @@ def test_temporal_layers_sit_after_the_spatial_blocks_and_only_they_train():
 
 
 def test_a_few_steps_move_only_the_temporal_layers_and_alphas():
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16))
     before = {n: p.clone() for n, p in video.named_parameters()}
     opt = torch.optim.AdamW(alignment_parameters(video), lr=1e-2)
@@ -204,7 +189,7 @@ def test_a_few_steps_move_only_the_temporal_layers_and_alphas():
 
 def _vae():
     torch.manual_seed(0)
-    return _randomize(AutoencoderKL(vae_config("vae-tiny", channels=8, groups=4)), scale=0.2).eval()
+    return randomize(AutoencoderKL(vae_config("vae-tiny", channels=8, groups=4)), scale=0.2).eval()
 
 
 @pytest.mark.exercise("6.3")
@@ -226,7 +211,7 @@ def test_the_temporal_decoder_trains_only_its_temporal_layers_and_mixes_frames()
     names = [n for n, p in dec.named_parameters() if p.requires_grad]
     assert names and all(n.startswith("temporal.") for n in names)
     assert sum(n.endswith(".logit") for n in names) == sum(1 for _ in dec.temporal)
-    _randomize(dec, seed=2, scale=0.2, params=alignment_parameters(dec))
+    randomize(dec, seed=2, scale=0.2, params=alignment_parameters(dec))
     z = torch.randn(1, 4, 4, 8, 8, generator=make_generator(1))
     z2 = z.clone()
     z2[:, :, 0] += 1.0
@@ -309,7 +294,7 @@ def test_bad_arguments_get_clear_errors():
     with pytest.raises(TypeError, match="align grows a UNet2D"):
         align(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\]"):
-        set_alpha(_image_model(), 1.5)
+        set_alpha(tiny_image_model(channels=4, dim=D), 1.5)
     with pytest.raises(ValueError, match="decoder must be one of"):
         ch06.generate(["a red circle"], preset="smoke", decoder="spatial")
     with pytest.raises(ValueError, match="frames must be an int >= 1"):

@@ -19,20 +19,11 @@ from minivid.pipelines import ch06
 from minivid.pipelines.ch06_latents import (FLOW, VideoRecipe, latent_batch_fn, latent_flow, latent_loss_fn,
                                             motion_channels)
 from minivid.utils import make_generator
+from tiny_models import tiny_image_model
 
 D = 8
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _image_model():
-    torch.manual_seed(0)
-    net = UNet2D(unet2d_config("unet2d-tiny", in_channels=4, out_channels=4, context_dim=D, pooled_dim=D))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return net.eval()
 
 
 def _inputs(B=2, T=4, L=5):
@@ -43,7 +34,7 @@ def _inputs(B=2, T=4, L=5):
 
 
 def test_at_initialisation_the_latent_channels_are_the_image_model_frame_by_frame_whatever_the_flow():
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16, attn_levels=(0,), motion_channels=FLOW))
     x, t, text = _inputs()
     with torch.no_grad():
@@ -65,7 +56,7 @@ def test_at_initialisation_the_latent_channels_are_the_image_model_frame_by_fram
 
 
 def test_only_the_temporal_and_motion_layers_train_and_bad_channel_counts_are_named():
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16, motion_channels=FLOW))
     names = {n for n, p in video.named_parameters() if p.requires_grad}
     assert {n for n in names if n.startswith("extra_io.")} == {n for n, _ in video.extra_io.named_parameters(
@@ -200,7 +191,7 @@ def test_temporal_attention_with_its_own_text_read_starts_as_the_image_model_and
     """text_tokens_in_time: each temporal attention adds a zero-initialised projection of the mean real text token.
     At initialisation the video model is the image model exactly; once the projection is trained it reads the
     caption, and a caption with no real token (classifier-free guidance's null) adds nothing."""
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     x, t, text = _inputs()
     x = x[:, :4]
     cfg = AlignmentConfig(head_dim=16, attn_levels=(0,), text_tokens_in_time=True)
@@ -248,7 +239,7 @@ def test_temporal_layers_with_cross_attention_to_the_text_start_as_the_image_mod
     the caption's tokens (zero-initialised output), as the released Video LDM code's VideoTransformerBlock. At
     initialisation the video model is the image model exactly; only the new layers train; trained, a layer is its
     float64 recomputation, padding tokens change nothing, and another direction word changes the output."""
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     x, t, text = _inputs()
     x = x[:, :4]
     cfg = AlignmentConfig(head_dim=4, attn_levels=(0,), text_cross_attn=True)
@@ -286,7 +277,7 @@ def test_3d_temporal_convs_start_as_the_image_model_and_match_a_float64_conv3d()
     its float64 functional recomputation (conv3d with (1, s//2, s//2) padding) and reaches two frames each way, no
     further, and never another clip."""
     from minivid.models.alignment import TemporalResBlock
-    image = _image_model()
+    image = tiny_image_model(channels=4, dim=D)
     x, t, text = _inputs()
     x = x[:, :4]
     video = align(copy.deepcopy(image), AlignmentConfig(head_dim=16, attn_levels=(0,), spatial_kernel=3))

@@ -14,6 +14,7 @@ from minivid.models.dit import (
 from minivid.ops import Rope3D, naive_attention
 from minivid.compare import assert_close
 from minivid.train import count_params
+from tiny_models import randomize
 
 F64 = torch.float64
 
@@ -27,15 +28,6 @@ def _cfg(**kw):
 def _model(seed=0, **kw):
     torch.manual_seed(seed)
     return DiT(_cfg(**kw))
-
-
-def _randomize(module, seed=1, scale=0.2):
-    """Give every parameter random values (the zero-initialised ones included)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
 
 
 def _masks(grid):
@@ -68,7 +60,7 @@ def _ref_self_attention(attn, h, grid, rope):
 @pytest.mark.parametrize("patch,size", [((1, 2, 2), (1, 4, 4)), ((1, 2, 2), (3, 8, 6)), ((1, 2, 2), (5, 8, 8)),
                                         ((2, 2, 2), (4, 4, 8)), ((2, 4, 2), (6, 8, 2))])
 def test_shapes_for_any_divisible_clip_size(attention, patch, size):
-    m = _randomize(_model(attention=attention, patch=patch, context_dim=8, out_channels=5))
+    m = randomize(_model(attention=attention, patch=patch, context_dim=8, out_channels=5), scale=0.2)
     x = torch.randn(2, 3, *size)
     y = m(x, torch.tensor([0.1, 0.9]), context=torch.randn(2, 4, 8))
     assert y.shape == (2, 5, *size) and torch.isfinite(y).all() and y.abs().sum() > 0
@@ -80,7 +72,7 @@ def test_presets_and_long_vs_float_time():
     for name in ("dit-tiny", "dit-small", "dit-base"):
         assert dit_config(name).extra["preset"] == name
     assert dit_config("dit-tiny", in_channels=4).channels_out == 4
-    m = _randomize(_model())
+    m = randomize(_model(), scale=0.2)
     x = torch.randn(2, 3, 2, 4, 4)
     # float t in [0, 1] is flow-matching time, embedded as t * 1000: the same as DDPM step 500
     assert_close(m(x, torch.tensor([0.5, 0.25])), m(x, torch.tensor([500, 250])), atol=0, rtol=0, name="t")
@@ -111,7 +103,7 @@ def test_adaln_zero_init_is_explicit_and_still_learns():
     for p in (m.final.adaLN.proj[-1].weight, m.final.linear.weight, m.final.linear.bias):
         assert p.abs().sum() == 0
     # initialize_weights() re-zeroes whatever it is given (it does not rely on constructors)
-    _randomize(m).initialize_weights()
+    randomize(m, scale=0.2).initialize_weights()
     assert m.blocks[0].adaLN.proj[-1].weight.abs().sum() == 0 and m.final.linear.weight.abs().sum() == 0
     # zero init is not a dead init: step 1 opens the output layer, step 2 the gates, then everything learns
     x, ctx = torch.randn(2, 3, 2, 4, 4), torch.randn(2, 3, 8)
@@ -133,7 +125,7 @@ def test_adaln_zero_init_is_explicit_and_still_learns():
 def test_block_matches_float64_reference(attention):
     cfg = _cfg(attention=attention, context_dim=8)
     torch.manual_seed(0)
-    blk = _randomize(DiTBlock(cfg), scale=0.3).double()
+    blk = randomize(DiTBlock(cfg), scale=0.3).double()
     grid, B, D = (3, 2, 2), 2, 24
     x, c = torch.randn(B, 12, D, dtype=F64), torch.randn(B, D, dtype=F64)
     ctx, mask = torch.randn(B, 5, 8, dtype=F64), torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]]).bool()
@@ -176,7 +168,7 @@ def test_full_and_factorized_have_equal_parameters_and_agree_on_one_frame():
         full, fact = _model(**kw), _model(attention="factorized", **kw)
         assert count_params(full) == count_params(fact)
         assert {k: v.shape for k, v in full.state_dict().items()} == {k: v.shape for k, v in fact.state_dict().items()}
-    full = _randomize(_model()).double()
+    full = randomize(_model(), scale=0.2).double()
     fact = _model(attention="factorized").double()
     fact.load_state_dict(full.state_dict())
     x1, t = torch.randn(2, 3, 1, 6, 8, dtype=F64), torch.tensor([0.2, 0.6])
@@ -200,14 +192,14 @@ def test_model_flops_factorized_is_cheaper_on_long_clips():
 def test_rope_depends_on_offsets_only_and_sincos_does_not():
     x, t = torch.randn(2, 3, 3, 4, 6, dtype=F64), torch.tensor([0.3, 0.8])
     for attention in ("full", "factorized"):
-        m = _randomize(_model(attention=attention)).double()
+        m = randomize(_model(attention=attention), scale=0.2).double()
         assert_close(m(x, t, pos_offset=(5, -3, 7)), m(x, t), atol=1e-9, rtol=1e-9, name="RoPE shift invariance")
-    m = _randomize(_model(rope=False)).double()
+    m = randomize(_model(rope=False), scale=0.2).double()
     assert (m(x, t, pos_offset=(5, -3, 7)) - m(x, t)).abs().max() > 1e-3, "absolute positions must see the shift"
 
 
 def test_cross_attention_all_false_mask_is_no_text():
-    m = _randomize(_model(context_dim=8)).double()
+    m = randomize(_model(context_dim=8), scale=0.2).double()
     x, t, ctx = torch.randn(2, 3, 2, 4, 4, dtype=F64), torch.tensor([0.4, 0.9]), torch.randn(2, 5, 8, dtype=F64)
     none = torch.zeros(2, 5, dtype=torch.bool)
     assert torch.equal(m(x, t, context=ctx, context_mask=none), m(x, t))
@@ -222,7 +214,7 @@ def test_cross_attention_all_false_mask_is_no_text():
 
 
 def test_attention_maps():
-    m = _randomize(_model(context_dim=8, attention="factorized"))
+    m = randomize(_model(context_dim=8, attention="factorized"), scale=0.2)
     x, mask = torch.randn(2, 3, 2, 4, 6), torch.tensor([[1, 1, 0], [0, 0, 0]]).bool()
     maps = m.attention_maps(x, torch.tensor([0.5, 0.5]), context=torch.randn(2, 3, 8), context_mask=mask)
     assert maps["grid"] == (2, 2, 3) and len(maps["self"]) == 2 and len(maps["cross"]) == 2

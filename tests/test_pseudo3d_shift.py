@@ -1,37 +1,23 @@
-"""`Pseudo3DConfig.spatial_shift`: a zero-init depthwise space-time conv after each temporal conv of a grown image
-model (`ShiftedPseudo3DConv`) - the identity at initialisation, trainable alone, and able to move a feature one pixel
-per frame, checked against a float64 shift written with torch.roll."""
+"""`Pseudo3DConfig.shift_levels`: a zero-init depthwise space-time conv after each temporal conv of a grown image
+model, at the resolution levels chosen (`ShiftedPseudo3DConv`) - the identity at initialisation, trainable alone, and
+able to move a feature one pixel per frame, checked against a float64 shift written with torch.roll."""
 import copy
 
+import pytest
 import torch
 
-from minivid.models import UNet2D, unet2d_config
-from minivid.models.pseudo3d import Pseudo3DConfig, inflate, temporal_parameters
+from minivid.models.pseudo3d import Pseudo3DConfig, block_level, inflate, temporal_parameters
 from minivid.models.temporal import Pseudo3DConv, ShiftedPseudo3DConv
-
-
-def _image_model():
-    torch.manual_seed(0)
-    unet = UNet2D(unet2d_config("unet2d-tiny", context_dim=8, pooled_dim=8))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return unet.eval()
-
-
-def _text(B, L=5, D=8):
-    g = torch.Generator().manual_seed(3)
-    return {"context": torch.randn(B, L, D, generator=g), "context_mask": torch.ones(B, L, dtype=torch.bool),
-            "pooled": torch.randn(B, D, generator=g)}
+from tiny_models import text_features, tiny_image_model
 
 
 def test_at_init_a_shifted_model_is_the_image_model_frame_by_frame_and_only_new_layers_train():
-    image = _image_model()
-    video = inflate(copy.deepcopy(image), Pseudo3DConfig(spatial_shift=True))
+    image = tiny_image_model()
+    levels = len(image.cfg.channel_mult)
+    video = inflate(copy.deepcopy(image), Pseudo3DConfig(shift_levels=tuple(range(levels))))
     convs = [m for m in video.modules() if isinstance(m, Pseudo3DConv)]
     assert convs and all(isinstance(m, ShiftedPseudo3DConv) for m in convs)
-    x, t, text = torch.randn(2, 3, 5, 8, 8), torch.tensor([10, 700]), _text(2)
+    x, t, text = torch.randn(2, 3, 5, 8, 8), torch.tensor([10, 700]), text_features(2)
     with torch.no_grad():
         assert torch.equal(video(x, t, **text), image(x, t, **text))
     new = {id(p) for p in temporal_parameters(video)}
@@ -40,7 +26,8 @@ def test_at_init_a_shifted_model_is_the_image_model_frame_by_frame_and_only_new_
     assert all(not p.requires_grad for n, p in video.named_parameters() if ".spatial." in n)
     plain = inflate(copy.deepcopy(image), Pseudo3DConfig())
     extra = sum(p.numel() for p in shifts)
-    assert extra == sum(p.numel() for p in temporal_parameters(video)) - sum(p.numel() for p in temporal_parameters(plain))
+    grown = sum(p.numel() for p in temporal_parameters(video)) - sum(p.numel() for p in temporal_parameters(plain))
+    assert extra == grown
 
 
 def test_the_shift_conv_moves_a_feature_one_pixel_per_frame_as_a_float64_roll():
@@ -59,3 +46,14 @@ def test_the_shift_conv_moves_a_feature_one_pixel_per_frame_as_a_float64_roll():
     torch.testing.assert_close(layer(x), want, atol=1e-12, rtol=0)
     image = torch.tensor([True])
     torch.testing.assert_close(layer(x, image), Pseudo3DConv.forward(layer, x, image), atol=0, rtol=0)
+
+
+def test_shift_levels_choose_which_resolution_levels_get_the_shift_conv():
+    image = tiny_image_model()
+    video = inflate(copy.deepcopy(image), Pseudo3DConfig(shift_levels=(1,)))
+    res = [b for b in video.blocks() if isinstance(getattr(b, "conv1", None), Pseudo3DConv)]
+    shifted = {block_level(b.name, video) for b in res if isinstance(b.conv1, ShiftedPseudo3DConv)}
+    plain = {block_level(b.name, video) for b in res if not isinstance(b.conv1, ShiftedPseudo3DConv)}
+    assert shifted == {1} and 0 in plain
+    with pytest.raises(ValueError, match="shift_levels"):
+        Pseudo3DConfig(shift_levels=(-1,))

@@ -8,15 +8,7 @@ from minivid.models.unet3d import UNet3D, model_flops, unet3d_config
 from minivid.ops import conv3d_flops, factorized_conv3d_flops, factorized_conv3d_reference, naive_attention
 from minivid.compare import assert_close
 from minivid.train import count_params
-
-
-def _randomize(module, seed=1, scale=0.1):
-    """Give every parameter random values (zero-init and identity-init layers included)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
+from tiny_models import randomize
 
 
 def _tiny(**kw):
@@ -60,7 +52,7 @@ def test_zero_init_output_and_identity_blocks():
 @pytest.mark.exercise("3.1")
 def test_factorized_conv_matches_reference_float64():
     torch.manual_seed(0)
-    conv = _randomize(SpaceTimeConv(3, 5, "factorized")).double()
+    conv = randomize(SpaceTimeConv(3, 5, "factorized")).double()
     x = torch.randn(2, 3, 5, 7, 6, dtype=torch.float64)
     c = conv.conv
     ref = factorized_conv3d_reference(x, c.spatial.weight, c.spatial.bias, c.temporal.weight, c.temporal.bias)
@@ -78,7 +70,7 @@ def test_factorized_conv_matches_reference_float64():
 @pytest.mark.exercise("3.2")
 def test_temporal_attention_matches_per_pixel_reference():
     torch.manual_seed(0)
-    ta = _randomize(TemporalAttention("ta", 8, 4, 8, 16), scale=0.3).double()
+    ta = randomize(TemporalAttention("ta", 8, 4, 8, 16), scale=0.3).double()
     B, T, C, H, W = 2, 5, 8, 3, 4
     x = torch.randn(B * T, C, H, W, dtype=torch.float64)
     out = ta(x, num_frames=T)
@@ -100,7 +92,7 @@ def test_temporal_attention_matches_per_pixel_reference():
 def test_temporal_attention_global_context_matches_a_float64_reference_and_reaches_other_pixels():
     """global_context: every pixel's tokens also get glob(the frame's mean normalised token over all pixels)."""
     torch.manual_seed(0)
-    ta = _randomize(TemporalAttention("ta", 8, 4, 8, 16, global_context=True), scale=0.3).double()
+    ta = randomize(TemporalAttention("ta", 8, 4, 8, 16, global_context=True), scale=0.3).double()
     B, T, C, H, W = 2, 5, 8, 3, 4
     x = torch.randn(B * T, C, H, W, dtype=torch.float64)
     out = ta(x, num_frames=T)
@@ -145,7 +137,7 @@ def test_temporal_attention_mask_closed_form():
 @pytest.mark.parametrize("conv", ["factorized", "full"])
 def test_image_items_never_mix_frames(conv):
     """Changing frame j of an image item changes no other frame; for a clip it does."""
-    m = _randomize(_tiny(context_dim=8, conv=conv, temporal_attn_levels=(0, 1))).double().eval()
+    m = randomize(_tiny(context_dim=8, conv=conv, temporal_attn_levels=(0, 1))).double().eval()
     B, T = 2, 4
     x = torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
     t = torch.tensor([10, 600])
@@ -163,7 +155,7 @@ def test_image_items_never_mix_frames(conv):
 
 
 def test_mixed_batch_items_are_independent_and_per_frame_context():
-    m = _randomize(_tiny(context_dim=8)).eval()
+    m = randomize(_tiny(context_dim=8)).eval()
     x, t = torch.randn(3, 3, 4, 8, 8), torch.tensor([5, 50, 500])
     ctx, cmask = torch.randn(3, 6, 8), torch.tensor([[1, 1, 1, 1, 0, 0]] * 3, dtype=torch.bool)
     image = torch.tensor([False, True, False])
@@ -184,7 +176,7 @@ def test_frame_embedding_zero_init_and_image_items_stay_unordered():
     assert missing.missing_keys == [] and sorted(missing.unexpected_keys) == ["frame_proj.bias", "frame_proj.weight"]
     x, t = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.tensor([10, 600])
     assert_close(fresh(x, t), plain(x, t), atol=1e-12, rtol=0, name="zero-init frame embedding")
-    m = _randomize(_tiny(context_dim=8, frame_embedding=True, temporal_attn_levels=(0, 1))).double().eval()
+    m = randomize(_tiny(context_dim=8, frame_embedding=True, temporal_attn_levels=(0, 1))).double().eval()
     ctx, perm = torch.randn(2, 4, 5, 8, dtype=torch.float64), torch.tensor([2, 0, 3, 1])
     image = torch.tensor([True, False])
     y = m(x, t, context=ctx, image=image)
@@ -206,7 +198,7 @@ def test_aug_embedding_is_off_by_default_zero_init_and_tells_the_level():
     res = plain.load_state_dict(fresh.state_dict(), strict=False)
     assert res.missing_keys == [] and sorted(res.unexpected_keys) == ["aug_proj.bias", "aug_proj.weight"]
     assert fresh.aug_proj.weight.abs().sum() == 0 and fresh.aug_proj.bias.abs().sum() == 0
-    weights = dict(_randomize(plain).named_parameters())
+    weights = dict(randomize(plain).named_parameters())
     with torch.no_grad():
         for name, q in fresh.named_parameters():                 # every weight random except the new projection
             if name in weights:
@@ -231,7 +223,7 @@ def test_aug_embedding_is_off_by_default_zero_init_and_tells_the_level():
 
 
 def test_gradients_reach_every_parameter():
-    m = _randomize(_tiny(context_dim=8, pooled_dim=6, frame_embedding=True))
+    m = randomize(_tiny(context_dim=8, pooled_dim=6, frame_embedding=True))
     out = m(torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 500]), context=torch.randn(2, 5, 8),
             pooled=torch.randn(2, 6), image=torch.tensor([False, True]))
     out.square().mean().backward()

@@ -14,6 +14,7 @@ from minivid.models.video_vae import (
     video_frames,
     video_vae_config,
 )
+from tiny_models import randomize
 
 F64 = torch.float64
 TOL = dict(atol=1e-10, rtol=1e-10)
@@ -22,19 +23,10 @@ TOL = dict(atol=1e-10, rtol=1e-10)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _randomize(module, seed=1, scale=0.2):
-    """Random parameters everywhere (so that no layer happens to be trivial)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
-
-
 def _model(**kw):
     """A narrow float64 model: exact comparisons are cheap."""
     torch.manual_seed(0)
-    return _randomize(CausalVideoVAE(video_vae_config("video-vae-tiny", channels=8, groups=4, **kw)).double())
+    return randomize(CausalVideoVAE(video_vae_config("video-vae-tiny", channels=8, groups=4, **kw)).double(), scale=0.2)
 
 
 def _clip(T=9, B=1, H=8, seed=0):
@@ -158,7 +150,7 @@ def _run_chunks(stack, x, spans):
 
 @pytest.mark.exercise("7.2")
 def test_conv_cache_is_handed_from_chunk_to_chunk(model):
-    conv = _randomize(CachedCausalConv(3, 4)).double()
+    conv = randomize(CachedCausalConv(3, 4), scale=0.2).double()
     x = _clip(T=7)
     assert_close(_run_chunks(conv, x, [(0, 1), (1, 3), (3, 4), (4, 7)]), conv(x), **TOL, name="one conv, chunked")
     # the whole encoder / decoder, with spans written out by hand (independent of chunk_spans)

@@ -44,15 +44,17 @@ class Pseudo3DConfig:
                                         # to the text tokens (zero-init), as chapter 06's temporal layers
     global_context: bool = False        # beyond the paper: temporal attention also reads each frame's mean over its
                                         # pixels (`TemporalAttention`), one clip-wide path past the frozen layers
-    spatial_shift: bool = False         # beyond the paper: each temporal conv followed by a zero-init depthwise
-                                        # space-time conv (`ShiftedPseudo3DConv`): a trainable way to move a feature
-                                        # to the next pixel in the next frame
+    shift_levels: tuple[int, ...] = ()  # beyond the paper: at these resolution levels each temporal conv is followed
+                                        # by a zero-init depthwise space-time conv (`ShiftedPseudo3DConv`): a
+                                        # trainable way to move a feature to the next pixel in the next frame (at
+                                        # full size it triples the step on a CPU, so the coarse levels are cheaper)
 
     def __post_init__(self):
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd and >= 1, got {self.kernel}")
-        if any(lv < 0 for lv in self.attn_levels):
-            raise ValueError(f"attn_levels must be resolution levels >= 0, got {self.attn_levels}")
+        for name in ("attn_levels", "shift_levels"):
+            if any(lv < 0 for lv in getattr(self, name)):
+                raise ValueError(f"{name} must be resolution levels >= 0, got {getattr(self, name)}")
         if not (self.temporal_conv or self.temporal_attn):
             raise ValueError("Pseudo3DConfig needs temporal_conv or temporal_attn (or there is nothing to train)")
 
@@ -66,7 +68,7 @@ def inflate(unet: UNet2D, cfg: Pseudo3DConfig | None = None) -> UNet2D:
     cfg = cfg or Pseudo3DConfig()
     for blk in list(unet.blocks()):
         if cfg.temporal_conv and isinstance(blk, ResBlock):
-            conv = ShiftedPseudo3DConv if cfg.spatial_shift else Pseudo3DConv
+            conv = ShiftedPseudo3DConv if block_level(blk.name, unet) in cfg.shift_levels else Pseudo3DConv
             blk.conv1 = conv(blk.conv1, cfg.kernel)
             blk.conv2 = conv(blk.conv2, cfg.kernel)
     if cfg.text_cross_attn and unet.cfg.context_dim is None:
