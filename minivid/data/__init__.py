@@ -32,7 +32,8 @@ from minivid.data.datasets import (
     to_uint8,
 )
 from minivid.data.pools import image_text_pool, video_pool, video_text_pool  # noqa: E402
-from minivid.data.render import coverage, estimate_flow, flow_field, render, sdf_circle, sdf_square, sdf_triangle
+from minivid.data.render import (coverage, estimate_flow, estimate_velocity, flow_field, render, sdf_circle,
+                                 sdf_square, sdf_triangle)
 from minivid.data.toy import TOY_KINDS, toy_data  # noqa: E402
 from minivid.data.world import (
     ATTRIBUTES,
@@ -58,7 +59,8 @@ __all__ = [
     "ATTRIBUTES", "REVERSED_DIRECTION", "COLORS", "COLOR_RGB", "DIRECTIONS", "HELDOUT_COMBOS",
     "IMAGE_TEMPLATES", "KINDS", "SHAPES", "SIZES", "SPEEDS", "SPLITS", "SYNONYMS", "VIDEO_TEMPLATES", "VOCAB",
     "ImageTextDataset", "ShapesDataset", "VideoDataset", "VideoTextDataset", "WorldConfig", "all_captions",
-    "caption", "centroid_offset", "collate", "combos", "coverage", "estimate_flow", "flow_field", "from_uint8",
+    "caption", "centroid_offset", "collate", "combos", "coverage", "estimate_flow", "estimate_velocity", "flow_field",
+    "from_uint8",
     "is_heldout", "make_loader", "materialize_split", "parse_caption", "render", "render_items", "sample_batch",
     "sample_params", "sdf_circle", "sdf_square", "sdf_triangle", "time_reversed", "to_uint8", "velocity",
     "vocabulary",

@@ -170,14 +170,18 @@ def flow_field(x: torch.Tensor, direction: torch.Tensor, speed: torch.Tensor, wo
     ### END SOLUTION
 
 
-def estimate_flow(x: torch.Tensor, world: WorldConfig) -> torch.Tensor:
-    """`flow_field`'s flow read off the pixels alone, for clips nobody labelled: (N, 3, T, S, S) -> (N, 2, T, S, S).
+def estimate_velocity(x: torch.Tensor, world: WorldConfig) -> torch.Tensor:
+    """A clip's velocity read off its pixels alone, for clips nobody labelled: (N, 3, T, S, S) -> (N, 2) (vx, vy).
 
     Each frame's object centroid is the coverage-weighted mean pixel position (coverage as in `flow_field`); the
-    clip's velocity is the least-squares slope of the centroids over the frames, in the same units (the fast speed
-    is 1). The world's objects move in straight lines and never leave the frame, so on real clips this is the
-    exact flow up to quantisation; VideoJAM (arXiv:2502.02492) estimates its flow with RAFT for the same reason.
+    velocity is the least-squares slope of the centroids over the frames, in units where the world's fast speed is
+    1 (y grows downward), clamped to [-1, 1]. The world's objects move in straight lines and never leave the frame,
+    so on real clips this is exact up to quantisation.
     """
+    return _coverage_and_velocity(x, world)[1].to(x.dtype)
+
+
+def _coverage_and_velocity(x: torch.Tensor, world: WorldConfig) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dim() != 5 or x.shape[1] != 3:
         raise ValueError(f"x must be clips (N, 3, T, S, S), got {tuple(x.shape)}")
     N, _, T, H, W = x.shape
@@ -190,5 +194,13 @@ def estimate_flow(x: torch.Tensor, world: WorldConfig) -> torch.Tensor:
     t = torch.arange(T, dtype=torch.float64, device=x.device) - (T - 1) / 2
     slope = lambda c: (c * t).sum(-1) / (t * t).sum().clamp_min(1e-8)             # noqa: E731  (N,)
     unit = world.speed_fast * world.speed_scale(T)
-    v = (torch.stack([slope(cx), slope(cy)], 1) / unit).clamp(-1, 1)             # (N, 2)
+    return cov, (torch.stack([slope(cx), slope(cy)], 1) / unit).clamp(-1, 1)     # (N, T, H, W), (N, 2)
+
+
+def estimate_flow(x: torch.Tensor, world: WorldConfig) -> torch.Tensor:
+    """`flow_field`'s flow read off the pixels alone, for clips nobody labelled: (N, 3, T, S, S) -> (N, 2, T, S, S):
+    `estimate_velocity` at every pixel the object covers. On real clips this is the exact flow up to quantisation;
+    VideoJAM (arXiv:2502.02492) estimates its flow with RAFT for the same reason.
+    """
+    cov, v = _coverage_and_velocity(x, world)
     return (cov[:, None] * v[:, :, None, None, None]).to(x.dtype)

@@ -25,7 +25,7 @@ from torch import nn
 
 from minivid.models.blocks import AttentionBlock, ResBlock, TextCrossAttention, zero_module
 from minivid.models.temporal import Pseudo3DConv, ShiftedPseudo3DConv, TemporalAttention
-from minivid.models.unet2d import ExtraChannels, UNet2D
+from minivid.models.unet2d import ExtraChannels, ExtraEmbedding, UNet2D
 
 
 @dataclass
@@ -129,13 +129,13 @@ def temporal_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Freeze everything but the layers Make-A-Video adds, and return those: the temporal convs of the
     pseudo-3-D convs, the temporal attentions, (frame interpolation) the extra input conv, and (motion channels,
     `UNet2D.add_extra_channels`) the flow's input and output layers, (text_cross_attn) the temporal layers'
-    cross-attention to the text."""
+    cross-attention to the text, and (`UNet2D.add_extra_embedding`) the extra embedding."""
     model.requires_grad_(False)
     new = []
     for m in model.modules():
         part = nn.ModuleList([m.temporal, m.shift]) if isinstance(m, ShiftedPseudo3DConv) else \
             m.temporal if isinstance(m, Pseudo3DConv) else m.extra if isinstance(m, ConditionedStem) else \
-            m if isinstance(m, (TemporalAttention, TextCrossAttention, ExtraChannels)) else None
+            m if isinstance(m, (TemporalAttention, TextCrossAttention, ExtraChannels, ExtraEmbedding)) else None
         if part is not None:
             new += [p for p in part.parameters() if all(p is not q for q in new)]
     for p in new:

@@ -95,6 +95,22 @@ class ExtraChannels(nn.Module):
                                  zero_module(nn.Conv2d(out_channels, n, 3, padding=1)))
 
 
+class ExtraEmbedding(nn.Module):
+    """A vector of n numbers per item added to the block embedding of a U-Net that is already trained (a clip's
+    velocity read off its pixels, chapter 04), as the timestep and the pooled text are: a small MLP whose last layer
+    starts at zero, so at initialisation the U-Net computes exactly what it did. (B, n) -> (B, E)."""
+
+    def __init__(self, n: int, emb_dim: int):
+        super().__init__()
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"an extra embedding needs an int n >= 1 numbers, got {n!r}")
+        self.n = n
+        self.mlp = nn.Sequential(nn.Linear(n, emb_dim), nn.SiLU(), zero_module(nn.Linear(emb_dim, emb_dim)))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.mlp(v)
+
+
 class UNet2D(UNetSkeleton):
     """model(x_t, t, context=None, context_mask=None, pooled=None) -> prediction of x_t's shape."""
 
@@ -112,6 +128,7 @@ class UNet2D(UNetSkeleton):
         self.out = nn.Sequential(nn.GroupNorm(cfg.groups, ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
         self.extra_io: ExtraChannels | None = None       # `add_extra_channels`
+        self.extra_emb: ExtraEmbedding | None = None     # `add_extra_embedding`
 
     def add_extra_channels(self, n: int) -> ExtraChannels:
         """Read and write n more channels after the model's own (x: (B, in + n, ...) -> (B, out + n, ...)); the
@@ -121,10 +138,19 @@ class UNet2D(UNetSkeleton):
         self.extra_io = ExtraChannels(n, self.stem.out_channels, self.cfg.groups, self.out[-1].in_channels)
         return self.extra_io
 
-    def forward(self, x, t, context=None, context_mask=None, pooled=None, image=None):
+    def add_extra_embedding(self, n: int) -> ExtraEmbedding:
+        """Read n more numbers per item (forward's `extra_emb`: (B, n)) into the block embedding; the output is
+        unchanged at initialisation. Returns the new module (its parameters)."""
+        if self.extra_emb is not None:
+            raise ValueError(f"the model already reads an extra embedding of {self.extra_emb.n}")
+        self.extra_emb = ExtraEmbedding(n, self.time_mlp[-1].out_features)
+        return self.extra_emb
+
+    def forward(self, x, t, context=None, context_mask=None, pooled=None, image=None, extra_emb=None):
         """x: (B, C, H, W) or video (B, C, T, H, W); t: (B,) long (or (B, T) per frame for video);
         context: (B, L, Dc); context_mask: (B, L) bool; pooled: (B, Dp); image: (B,) bool (video only: items
-        that are T independent images, for temporal layers). Returns x's shape.
+        that are T independent images, for temporal layers); extra_emb: (B, n) with `add_extra_embedding`
+        (None: zeros). Returns x's shape.
         """
         video = x.dim() == 5
         n_extra = 0 if self.extra_io is None else self.extra_io.n
@@ -142,14 +168,21 @@ class UNet2D(UNetSkeleton):
             image = torch.as_tensor(image, device=x.device).bool()
             if image.shape != (B,):
                 raise ValueError(f"image must be (B,) = ({B},) bool, got {tuple(image.shape)}")
+        if (extra_emb is not None) and (self.extra_emb is None or extra_emb.shape != (B, self.extra_emb.n)):
+            want = "absent (add_extra_embedding first)" if self.extra_emb is None else f"({B}, {self.extra_emb.n})"
+            raise ValueError(f"extra_emb must be {want}, got {tuple(extra_emb.shape)}")
+        if self.extra_emb is not None and extra_emb is None:
+            extra_emb = x.new_zeros(B, self.extra_emb.n)
         if video:
             x = x.transpose(1, 2).reshape(B * Tf, x.shape[1], H, W)       # (B*T, C, H, W)
             t = t.reshape(B, -1).expand(B, Tf).reshape(-1)                 # (B*T,)
             rep = lambda z: None if z is None else z.repeat_interleave(Tf, 0)  # noqa: E731
-            context, context_mask, pooled = rep(context), rep(context_mask), rep(pooled)
+            context, context_mask, pooled, extra_emb = rep(context), rep(context_mask), rep(pooled), rep(extra_emb)
         if context is not None and self.cfg.context_dim is None:
             raise ValueError("context given but the config has context_dim=None (no cross-attention)")
         emb = self._embed(t, pooled, x.dtype)                               # (N, E)
+        if extra_emb is not None:
+            emb = emb + self.extra_emb(extra_emb.to(x.dtype))
         if n_extra:
             x, extra = x.split([self.cfg.in_channels, n_extra], 1)
             h = self.extra_io.inp(self.stem(x), num_frames=Tf, image=image, extra=extra)
@@ -164,5 +197,5 @@ class UNet2D(UNetSkeleton):
         return out
 
 
-__all__ = ["UNet2DConfig", "UNET2D_PRESETS", "unet2d_config", "UNet2D", "ExtraInput", "ExtraChannels",
+__all__ = ["UNet2DConfig", "UNET2D_PRESETS", "unet2d_config", "UNet2D", "ExtraInput", "ExtraChannels", "ExtraEmbedding",
            "AttentionBlock", "ResBlock", "Downsample", "Upsample", "zero_module"]   # blocks, re-exported

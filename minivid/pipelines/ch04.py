@@ -13,8 +13,8 @@ chapter 02 by name, `pretrained("ch02.t2i")`):
   through the shared space. The frozen spatial layers then see text as they did in chapter 02, and at sampling
   time the real prompt takes its place (`VideoRecipe.conditioning="retrieved"`; "null" trains on the
   unconditional branch only - the chapter measures both);
-* the optional third step, video-text fine-tuning on n captioned clips (`finetune`);
-* the frame-interpolation network (`minivid.pipelines.ch04_interp`, re-exported here).
+* the optional third step, video-text fine-tuning on n captioned clips (`minivid.pipelines.ch04_finetune`);
+* the frame-interpolation network (`minivid.pipelines.ch04_interp`); both re-exported here.
 
     model, schedule, cond, state = train_video("full")
     clips = generate(model, schedule, cond, ["a big red circle moving to the right"] * 4)   # (4, 3, 8, 16, 16)
@@ -28,11 +28,12 @@ from pathlib import Path
 
 import torch
 
-from minivid.data import WorldConfig, estimate_flow, from_uint8, time_reversed, video_pool, video_text_pool
+from minivid.data import WorldConfig, estimate_flow, estimate_velocity, from_uint8, video_pool
 from minivid.diffusion import Schedule, diffusion_loss, mixed_noise, shifted_timesteps
-from minivid.models.pseudo3d import Pseudo3DConfig, add_text_cross_attn, inflate, temporal_parameters
+from minivid.models.pseudo3d import Pseudo3DConfig, inflate, temporal_parameters
 from minivid.pipelines import common
-from minivid.pipelines.ch04_prior import PRIORS, appearance_captions, prior_captions, pseudo_captions  # noqa: F401
+from minivid.pipelines.ch04_prior import (PRIORS, appearance_captions, prior_captions, prior_motion,  # noqa: F401
+                                          pseudo_captions)
 from minivid.pipelines.common import (
     ChapterCLI,
     added_field,
@@ -77,6 +78,10 @@ class VideoRecipe:
     # with the other motion changes by `bench ch04_ablations` (2 lifts plausibility from 0.35 to 0.50 at seed 0, short
     # of the target); the failures are diagonal paths: the model does not commit to one of the four directions
     t_shift: float = added_field(1.0)
+    # beyond the paper: the temporal layers also read the clip's velocity, read off its pixels (`estimate_velocity`,
+    # as the paper's decoder reads the frame rate) through a zero-init embedding; at sampling it comes from the
+    # prompt (`prior_motion`). An unconditional model of four directions averaged them into diagonal paths
+    motion_cue: bool = added_field(False)
 
     def __post_init__(self):
         if self.t_shift <= 0:
@@ -203,6 +208,9 @@ def build_video_model(recipe: VideoRecipe, unet) -> torch.nn.Module:
     net = inflate(copy.deepcopy(unet), Pseudo3DConfig(**recipe.pseudo3d))
     if recipe.motion_channels:
         net.add_extra_channels(FLOW)
+    if recipe.motion_cue:
+        net.add_extra_embedding(2)                             # (vx, vy)
+    if recipe.motion_channels or recipe.motion_cue:
         temporal_parameters(net)                               # inflate froze all but its own layers: these train too
     return net
 
@@ -246,6 +254,8 @@ def make_batch_fn(recipe, data: dict, batch_size: int | None = None, time_revers
         back = torch.rand(B, generator=g) < p_back
         x = torch.where(back[:, None, None, None, None], x.flip(2), x)
         out = {"x": with_flow(x) if recipe.motion_channels else x}
+        if getattr(recipe, "motion_cue", False):               # the velocity of the clip as played
+            out["extra_emb"] = estimate_velocity(x, WorldConfig(size=x.shape[-1], frames=x.shape[2]))
         if data.get("text") is not None:
             for k, v in data["text"].items():
                 out[k] = v[idx]
@@ -262,10 +272,11 @@ def loss_fn_for(schedule: Schedule, objective: str, null: dict, p_uncond: float,
     def loss_fn(net, batch, g):
         B = batch["x"].shape[0]
         noise = mixed_noise(batch["x"].shape, noise_alpha, g, device=batch["x"].device)   # drawn where g lives
-        if "context" in batch:
-            text, _ = caption_dropout({k: batch[k] for k in null}, null, p_uncond, generator=g)
+        nul = null if "extra_emb" not in batch else {**null, "extra_emb": batch["extra_emb"].new_zeros(2)}
+        if "context" in batch:                                 # the motion cue is dropped with the caption (0: unknown)
+            text, _ = caption_dropout({k: batch[k] for k in nul}, nul, p_uncond, generator=g)
         else:
-            text = {k: v.expand(B, *v.shape) for k, v in null.items()}
+            text = {k: v.expand(B, *v.shape) for k, v in nul.items()}
         t = shifted_timesteps(B, schedule, t_shift, generator=g, device=batch["x"].device)   # drawn as inside
         return diffusion_loss(net, batch["x"], schedule, objective, generator=g, cond=text, noise=noise, t=t)
     return loss_fn
@@ -304,46 +315,18 @@ def load_video_model(preset: str | Ch04Preset = "full", seed: int = 0, progress:
 
 def generate(model, schedule: Schedule, cond: TextConditioner, prompts: list[str], guidance: float = 3.0, *,
              objective: str = "v", steps: int = 50, seed: int = 0, frames: int = 8, size: int = 16,
-             batch_size: int = 64, progress: bool = True, noise_alpha: float | None = None) -> torch.Tensor:
+             batch_size: int = 64, progress: bool = True, noise_alpha: float | None = None,
+             motion: torch.Tensor | None = None) -> torch.Tensor:
     """One clip per prompt with DDIM + classifier-free guidance: (B, 3, frames, size, size) in [-1, 1].
 
     noise_alpha: how much of the starting noise the frames share (`mixed_noise`); by default the recipe's.
+    motion: (B, 2) velocities for a model with the motion cue (`prior_motion`), given to both guidance branches.
     """
     alpha = VideoRecipe.noise_alpha if noise_alpha is None else noise_alpha
     x = guided_ddim(model, schedule, cond, prompts, (channels(model), frames, size, size), guidance=guidance,
                     objective=objective, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
-                    noise_alpha=alpha)
+                    noise_alpha=alpha, extra=None if motion is None else {"extra_emb": motion})
     return x[:, :RGB]                                          # a motion-channel model's flow is not returned
-
-
-# ----------------------------------------------------------------------------- step 3: video-text fine-tuning
-
-def finetune(preset: str | Ch04Preset = "full", seed: int = 0, clips: int = 2000, progress: bool = True):
-    """The unlabelled-video model fine-tuned on the first `clips` captioned clips (0: the model as it is).
-
-    Returns (model, schedule, cond). Clips are played backwards with their caption's direction flipped.
-    """
-    p = get_preset(preset)
-    r, f = p.video, p.finetune
-    model, schedule, cond = load_video_model(p, seed, progress)
-    if clips == 0:
-        return model, schedule, cond
-    pool = video_text_pool(r.size, r.frames, clips)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = {"x": pool["x"], "text": cond(pool["captions"]), "text_reversed": cond(time_reversed(pool)["captions"])}
-    net = copy.deepcopy(model).train()
-    if f.text_cross_attn:
-        torch.manual_seed(seed)                                # the new layers' (non-zero) query/key init
-        add_text_cross_attn(net, Pseudo3DConfig(**r.pseudo3d).head_dim)
-    state = load_or_train(net, loss_fn_for(schedule, image_model(r, False).objective, cond.null_features(), f.p_uncond,
-                                      r.noise_alpha, r.t_shift),
-                          make_batch_fn(r, data, f.batch_size, f.time_reversal), f,
-                          checkpoint_path("finetune", p, seed, clips=clips), seed=seed, progress=progress,
-                          params=temporal_parameters(net), desc=f"ch04 fine-tune on {clips} captioned clips",
-                          command=train_command(p))
-    return state.sampling_model.eval(), schedule, cond
-
 
 
 # ----------------------------------------------------------------------------- command line
@@ -376,11 +359,12 @@ CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_ra
 
 __all__ = ["VideoRecipe", "FinetuneRecipe", "InterpRecipe", "Ch04Preset", "PRESETS", "get_preset",
            "checkpoint_path", "image_model", "build_video_model", "channels", "with_flow", "appearance_captions",
-           "pseudo_captions", "prior_captions", "PRIORS",
+           "pseudo_captions", "prior_captions", "prior_motion", "PRIORS",
            "training_data", "make_batch_fn", "loss_fn_for", "train_video", "load_video_model", "generate", "finetune",
            "train_command", "cli_train", "cli_generate", "CLI"]
 
-# the frame-interpolation half of the chapter (it builds on the video model above)
+# the paper's optional third step and the frame-interpolation half of the chapter (both build on the video model)
+from minivid.pipelines.ch04_finetune import finetune  # noqa: E402
 from minivid.pipelines.ch04_interp import (  # noqa: E402
     extrapolate,
     fill_frames,

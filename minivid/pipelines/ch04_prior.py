@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from minivid.data import COLORS, SHAPES, SIZES, combos, from_uint8, parse_caption
+from minivid.data import (COLORS, DIRECTIONS, SHAPES, SIZES, SPEEDS, WorldConfig, combos, from_uint8, parse_caption,
+                          velocity)
 from minivid.data.world import all_combos
 from minivid.pipelines.common import pretrained
 
@@ -51,6 +52,30 @@ def prior_captions(prompts: list[str], recipe, how: str | None = "parse", progre
     return out
 
 
+def prior_motion(prompts: list[str], frames: int, seed: int = 0) -> torch.Tensor:
+    """The sampling-time prior of the motion cue (`VideoRecipe.motion_cue`): (B, 2) velocities in the units of
+    `estimate_velocity` (the world's fast speed is 1), the direction and speed the prompt names, read by the
+    caption grammar. A prompt that names no direction (or no speed) gets one of the world's (or its speeds) at
+    random, from a generator seeded `seed`: the model then makes one of the motions unlabelled video has."""
+    world = WorldConfig(frames=frames)
+    g = torch.Generator().manual_seed(seed)
+    named = [_motion_words(p) for p in prompts]
+    direction = torch.tensor([d for d, _ in named])
+    speed = torch.tensor([s for _, s in named])
+    direction = torch.where(direction < 0, torch.randint(0, len(DIRECTIONS), direction.shape, generator=g), direction)
+    speed = torch.where(speed < 0, torch.randint(0, len(SPEEDS), speed.shape, generator=g), speed)
+    vx, vy = velocity(direction, speed, world)
+    return (torch.stack([vx, vy], 1) / (world.speed_fast * world.speed_scale())).float()
+
+
+def _motion_words(prompt: str) -> tuple[int, int]:
+    try:
+        d = parse_caption(prompt)
+    except ValueError:
+        return -1, -1
+    return d["direction"], d["speed"]
+
+
 def _parsed(prompt: str) -> str | None:
     try:
         d = parse_caption(prompt)
@@ -75,4 +100,4 @@ def pseudo_captions(clips_uint8: torch.Tensor, recipe, progress: bool = True,
     return [bank[int(k)] for k in torch.cat(picks)]
 
 
-__all__ = ["PRIORS", "appearance_captions", "pseudo_captions", "prior_captions"]
+__all__ = ["PRIORS", "appearance_captions", "pseudo_captions", "prior_captions", "prior_motion"]
