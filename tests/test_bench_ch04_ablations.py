@@ -47,5 +47,6 @@ def test_bench_ch04_ablations_smoke_has_every_arm():
     for r in rows:
         for k in ("color_acc", "motion_plausible", "validity", "bent_sideways", "bent_other"):
             assert 0 <= r[k] <= 1, (k, r[k])
-        assert ("flow_magnitude" in r) == abl.arm_recipe(ch04.get_preset("smoke").video,
-                                                         abl.ARMS[r["temporal layers"]]).motion_channels
+        arm = abl.arm_recipe(ch04.get_preset("smoke").video, abl.ARMS[r["temporal layers"]])
+        assert ("flow_magnitude" in r) == arm.motion_channels
+        assert ("motion_plausible_random_cue" in r) == arm.motion_cue

@@ -51,11 +51,15 @@ def _judged(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
     return judged(judge, x, labels, KEYS)
 
 
-def _sample(model, schedule, cond, p, prompts, seed, frames=None, prior="preset", **kw):
+def _sample(model, schedule, cond, p, prompts, seed, frames=None, prior="preset", motion="prompt", **kw):
     """The unlabelled-video model on the prompts, heard through a prior (`ch04.prior_captions`; "preset": the
-    preset's, None: the prompts as written)."""
+    preset's, None: the prompts as written). With the recipe's motion cue, the velocity is the prompt's
+    (`ch04.prior_motion`; motion="random": one of the world's motions at random, whatever the prompt says)."""
     r = p.video
     said = ch04.prior_captions(prompts["captions"], r, p.prior if prior == "preset" else prior, progress=False)
+    if r.motion_cue:
+        kw["motion"] = ch04.prior_motion(prompts["captions"] if motion == "prompt" else [""] * len(said),
+                                         frames or r.frames, seed)
     return ch04.generate(model, schedule, cond, said, p.guidance,
                          objective=ch04.image_model(r).objective, steps=p.eval_steps, seed=seed,
                          frames=frames or r.frames, size=r.size, **{"noise_alpha": r.noise_alpha, **kw})
@@ -142,6 +146,11 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     for how in [h for h in (*ch04.PRIORS, None) if h != p.prior]:          # the other ways to hear the prompt
         rows.append({"samples": f"the same model, prior {how}" if how else "the same model, the prompt as written",
                      **_judged(judge, _sample(model, schedule, cond, p, prompts, seed, prior=how), prompts["labels"])})
+    if r.motion_cue:                                  # the cue from no word: is the motion itself plausible?
+        rows.append({"samples": "the same model, a random world motion in place of the prompt's",
+                     **_judged(judge, _sample(model, schedule, cond, p, prompts, seed, motion="random"),
+                               prompts["labels"])})
+        figures["random_motion_plausible"] = rows[-1]["motion_plausible"]
     for how in ch04.PRIORS:
         figures[f"prior_{how}_appearance_acc"] = _caption_accuracy(ch04.prior_captions(prompts["captions"], r, how,
                                                                                         progress=False),

@@ -5,8 +5,11 @@ bench ch04`).
 temporal layers trained on unlabelled clips with each change tried for the straightness of their motion - noisier
 training timesteps (`t_shift`), motion channels (the clip's flow read off its pixels, denoised alongside), and on top
 of both the temporal layers' own cross-attention to the text tokens (chapter 06's third change) or each frame's
-mean token (`Pseudo3DConfig.global_context`, a path for one decision shared by the whole clip). Every arm grows the
-same frozen chapter-02 image model and is judged on the main bench's 256 held-out prompts through the preset's prior,
+mean token (`Pseudo3DConfig.global_context`, a path for one decision shared by the whole clip); a trainable way to
+move a feature to the next pixel in the next frame (`Pseudo3DConfig.shift_levels`); and the motion cue (the clip's
+velocity read off its pixels and read by the temporal layers, `VideoRecipe.motion_cue`). Every arm grows the
+same frozen chapter-02 image model and is judged on the main bench's 256 held-out prompts through the preset's prior
+(with the motion cue: the velocity the prompt names, `ch04.prior_motion`, and again a world motion at random),
 DDIM-20 at the preset's guidance, with the judge's motion plausibility, its failures split into paths that drift
 sideways (more sideways speed than path noise) and the rest, and the median magnitude of the flow the model
 generates beside the pixels (motion-channel arms; real clips: 0.5 at the slow speed, 1 at the fast one).
@@ -37,6 +40,9 @@ ARMS = {
                                                                        pseudo3d={"text_cross_attn": True}),
     "+ t_shift 2 + motion channels + each frame's mean token": dict(t_shift=2.0, motion_channels=True,
                                                                    pseudo3d={"global_context": True}),
+    "+ t_shift 2 + a depthwise space-time conv after each temporal conv": dict(t_shift=2.0,
+                                                                             pseudo3d={"shift_levels": (0, 1, 2)}),
+    "+ the motion cue (the clip's velocity, read off its pixels)": dict(motion_cue=True),
 }
 
 
@@ -79,13 +85,20 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
         r = arm_recipe(p.video, overrides)
         model, schedule, cond, _ = ch04.train_video(p, seed, recipe=r)         # cached, or trained here
         said = ch04.prior_captions(prompts["captions"], r, p.prior, progress=False)
-        out = guided_ddim(model, schedule, cond, said, (ch04.channels(model), r.frames, r.size, r.size),
-                          guidance=p.guidance, objective=ch04.image_model(r).objective, steps=p.eval_steps,
-                          seed=seed, progress=False, noise_alpha=r.noise_alpha)
+
+        def sample(motion=None):
+            return guided_ddim(model, schedule, cond, said, (ch04.channels(model), r.frames, r.size, r.size),
+                               guidance=p.guidance, objective=ch04.image_model(r).objective, steps=p.eval_steps,
+                               seed=seed, progress=False, noise_alpha=r.noise_alpha,
+                               extra=None if motion is None else {"extra_emb": motion})
+        out = sample(ch04.prior_motion(prompts["captions"], r.frames, seed) if r.motion_cue else None)
         x = out[:, :ch04.RGB]
         row = {"temporal layers": name, **judged(judge, x, prompts["labels"], KEYS), **motion_failures(x, judge)}
         if out.shape[1] > ch04.RGB:
             row["flow_magnitude"] = generated_flow_magnitude(out[:, ch04.RGB:], x)
+        if r.motion_cue:                              # the cue from no word: one of the world's motions at random
+            rand = sample(ch04.prior_motion([""] * len(said), r.frames, seed))[:, :ch04.RGB]
+            row["motion_plausible_random_cue"] = judged(judge, rand, prompts["labels"], KEYS)["motion_plausible"]
         rows.append(row)
         figures.update({f"arm{i}_{k}": v for k, v in row.items() if k != "temporal layers"})
     figures["bench_wall_minutes"] = (time.perf_counter() - t_start) / 60

@@ -348,10 +348,10 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
     for said, h in sorted(set(zip(prompts, heard))) if p.prior else ():
         print(f"ch04: the unlabelled-video model hears {h!r} for {said!r} (its prior; no clip it saw said how "
               "things move)")
-    prompts = heard
-    return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
+    motion = prior_motion(list(prompts), frames or r.frames, seed) if r.motion_cue else None   # the prompt's words
+    return generate(model, schedule, cond, heard, p.guidance if guidance is None else guidance,
                     objective=image_model(r, False).objective, steps=steps, seed=seed, frames=frames or r.frames,
-                    size=r.size, noise_alpha=r.noise_alpha)
+                    size=r.size, noise_alpha=r.noise_alpha, motion=motion)
 
 
 CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_rank=2,

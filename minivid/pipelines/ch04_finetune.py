@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import replace
 
 import torch
 
@@ -28,7 +29,8 @@ from minivid.pipelines.common import load_or_train
 def finetune(preset: str | Ch04Preset = "full", seed: int = 0, clips: int = 2000, progress: bool = True):
     """The unlabelled-video model fine-tuned on the first `clips` captioned clips (0: the model as it is).
 
-    Returns (model, schedule, cond). Clips are played backwards with their caption's direction flipped.
+    Returns (model, schedule, cond). Clips are played backwards with their caption's direction flipped. A model
+    with the motion cue hears it as unknown (0) here: the curve measures what the captions alone teach.
     """
     p = get_preset(preset)
     r, f = p.video, p.finetune
@@ -45,7 +47,7 @@ def finetune(preset: str | Ch04Preset = "full", seed: int = 0, clips: int = 2000
         add_text_cross_attn(net, Pseudo3DConfig(**r.pseudo3d).head_dim)
     state = load_or_train(net, loss_fn_for(schedule, image_model(r, False).objective, cond.null_features(), f.p_uncond,
                                       r.noise_alpha, r.t_shift),
-                          make_batch_fn(r, data, f.batch_size, f.time_reversal), f,
+                          make_batch_fn(replace(r, motion_cue=False), data, f.batch_size, f.time_reversal), f,
                           checkpoint_path("finetune", p, seed, clips=clips), seed=seed, progress=progress,
                           params=temporal_parameters(net), desc=f"ch04 fine-tune on {clips} captioned clips",
                           command=train_command(p))
