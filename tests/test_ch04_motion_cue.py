@@ -9,6 +9,7 @@ import torch
 from minivid.compare import assert_close
 from minivid.data import WorldConfig, estimate_flow, estimate_velocity, render, sample_params, to_uint8
 from minivid.diffusion import make_schedule
+from minivid.models.temporal import TemporalAttention, along_path
 from minivid.pipelines import ch04
 from minivid.utils import make_generator
 from tiny_models import randomize, text_features, tiny_image_model
@@ -71,8 +72,9 @@ def test_batches_carry_the_played_clips_velocity_and_the_loss_drops_it_with_the_
     for p_uncond, dropped in ((1.0, True), (0.0, False)):
         loss = ch04.loss_fn_for(make_schedule("cosine", 100), "v", null, p_uncond)
         loss(Spy(), batch, torch.Generator().manual_seed(0))
-        got = seen[-1]["extra_emb"]
-        assert torch.equal(got, torch.zeros_like(got) if dropped else batch["extra_emb"])
+        for k in ("extra_emb", "motion"):
+            got = seen[-1][k]
+            assert torch.equal(got, torch.zeros_like(got) if dropped else batch[k]), k
 
 
 def test_prior_motion_reads_the_prompts_words_and_draws_a_world_motion_where_none_is_named():
@@ -87,3 +89,46 @@ def test_prior_motion_reads_the_prompts_words_and_draws_a_world_motion_where_non
     same += ["a red circle"] * 201
     assert torch.equal(v, ch04.prior_motion(same, frames=8, seed=0)), "the draw is the seed's"
     assert not torch.equal(v, ch04.prior_motion(same, frames=8, seed=1))
+
+
+def test_along_path_holds_still_what_moves_at_the_motion_given_against_a_float64_roll():
+    T, S = 5, 12
+    g = torch.Generator().manual_seed(0)
+    frame = torch.randn(2, 3, S, S, generator=g, dtype=torch.float64)
+    clip = torch.stack([torch.roll(frame, shifts=(t, -t), dims=(-1, -2)) for t in range(T)], 1)   # right 1, up 1
+    folded = clip.reshape(2 * T, 3, S, S)
+    assert_close(along_path(folded, torch.zeros(2, 2, dtype=torch.float64), T), folded, atol=1e-12, name="still")
+    motion = torch.tensor([[2 / S, -2 / S]] * 2, dtype=torch.float64)          # one pixel a frame, in grid units
+    held = along_path(folded, motion, T).reshape(2, T, 3, S, S)
+    mid = torch.roll(frame, shifts=(2, -2), dims=(-1, -2))                     # the middle frame (t = 2)
+    inner = (slice(None), slice(None), slice(3, S - 3), slice(3, S - 3))       # away from the repeated edges
+    for t in range(T):
+        assert_close(held[:, t][inner], mid[inner], atol=1e-12, name=f"frame {t} on the middle frame's grid")
+    back = along_path(along_path(folded, motion, T), -motion, T).reshape(2, T, 3, S, S)
+    assert_close(back[:, 2], clip[:, 2], atol=1e-12, name="-motion undoes it")
+
+
+def test_aligned_temporal_attention_starts_as_the_identity_and_attends_along_the_path():
+    T, S, C = 5, 12, 8
+    layer = TemporalAttention("ta", C, 4, 8, 16, aligned=True).double()
+    x = torch.randn(2 * T, C, S, S, dtype=torch.float64)
+    motion = torch.tensor([[2 / S, 0.0], [0.0, 2 / S]], dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(layer(x, T, motion=motion), x), "identity at initialisation"
+    randomize(layer, seed=4, scale=0.3)
+    plain = TemporalAttention("ta", C, 4, 8, 16).double()
+    plain.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        assert_close(layer(x, T, motion=torch.zeros(2, 2, dtype=torch.float64)), plain(x, T), atol=1e-12,
+                     name="no motion: attention at each pixel")
+        # a clip that moves along the path gives the still clip's answer, moved along the path (interior pixels)
+        still = torch.randn(2, 1, C, S, S, dtype=torch.float64).expand(2, T, C, S, S)
+        moving = torch.stack([torch.stack([torch.roll(still[0, t], t, -1), torch.roll(still[1, t], t, -2)])
+                              for t in range(T)], 1)                          # item 0 right, item 1 down
+        out_still = plain(still.reshape(2 * T, C, S, S), T).reshape(2, T, C, S, S)
+        out_moving = layer(moving.reshape(2 * T, C, S, S), T, motion=motion).reshape(2, T, C, S, S)
+        want = torch.stack([torch.stack([torch.roll(out_still[0, t], t, -1), torch.roll(out_still[1, t], t, -2)])
+                            for t in range(T)], 1)
+        inner = (slice(None), slice(None), slice(None), slice(5, S - 5), slice(5, S - 5))
+        assert_close(out_moving[inner], want[inner], atol=1e-10, name="attention along the path")
+        assert (plain(moving.reshape(2 * T, C, S, S), T).reshape(2, T, C, S, S) - want)[inner].abs().max() > 1e-3

@@ -43,6 +43,7 @@ ARMS = {
     "+ t_shift 2 + a depthwise space-time conv after each temporal conv": dict(t_shift=2.0,
                                                                              pseudo3d={"shift_levels": (0, 1, 2)}),
     "+ the motion cue (the clip's velocity, read off its pixels)": dict(motion_cue=True),
+    "+ the motion cue + temporal attention along its path": dict(motion_cue=True, pseudo3d={"aligned_attn": True}),
 }
 
 
@@ -90,7 +91,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
             return guided_ddim(model, schedule, cond, said, (ch04.channels(model), r.frames, r.size, r.size),
                                guidance=p.guidance, objective=ch04.image_model(r).objective, steps=p.eval_steps,
                                seed=seed, progress=False, noise_alpha=r.noise_alpha,
-                               extra=None if motion is None else {"extra_emb": motion})
+                               extra=None if motion is None else ch04.cue_inputs(motion, r.frames))
         out = sample(ch04.prior_motion(prompts["captions"], r.frames, seed) if r.motion_cue else None)
         x = out[:, :ch04.RGB]
         row = {"temporal layers": name, **judged(judge, x, prompts["labels"], KEYS), **motion_failures(x, judge)}

@@ -44,6 +44,8 @@ class Pseudo3DConfig:
                                         # to the text tokens (zero-init), as chapter 06's temporal layers
     global_context: bool = False        # beyond the paper: temporal attention also reads each frame's mean over its
                                         # pixels (`TemporalAttention`), one clip-wide path past the frozen layers
+    aligned_attn: bool = False          # beyond the paper: given the clip's motion (forward's `motion`), temporal
+                                        # attention attends along its straight path, not at one pixel (`along_path`)
     shift_levels: tuple[int, ...] = ()  # beyond the paper: at these resolution levels each temporal conv is followed
                                         # by a zero-init depthwise space-time conv (`ShiftedPseudo3DConv`): a
                                         # trainable way to move a feature to the next pixel in the next frame (at
@@ -80,7 +82,7 @@ def inflate(unet: UNet2D, cfg: Pseudo3DConfig | None = None) -> UNet2D:
 
         def layer(name, ch):
             attn = TemporalAttention(f"{name}_t", ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance,
-                                     emb_dim=emb_dim, global_context=cfg.global_context)
+                                     emb_dim=emb_dim, global_context=cfg.global_context, aligned=cfg.aligned_attn)
             if not cfg.text_cross_attn:                          # the paper's layer, under its earlier name
                 return attn
             return TemporalThenText(attn, TextCrossAttention(f"{name}_x", ch, cfg.head_dim, unet.cfg.context_dim))

@@ -111,9 +111,10 @@ class TemporalAttention(nn.Module):
     """
 
     def __init__(self, name: str, channels: int, head_dim: int, buckets: int = 16, max_distance: int = 32,
-                 emb_dim: int | None = None, context_dim: int | None = None, global_context: bool = False):
+                 emb_dim: int | None = None, context_dim: int | None = None, global_context: bool = False,
+                 aligned: bool = False):
         super().__init__()
-        self.name, self.channels = name, channels
+        self.name, self.channels, self.aligned = name, channels, aligned
         self.heads = max(1, channels // head_dim)
         self.norm = nn.LayerNorm(channels)                                 # per token = per frame and pixel
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -123,10 +124,18 @@ class TemporalAttention(nn.Module):
         self.text = zero_module(nn.Linear(context_dim, channels)) if context_dim else None     # its own text read
         self.glob = zero_module(nn.Linear(channels, channels)) if global_context else None
 
-    def forward(self, x, num_frames: int, image=None, emb=None, context=None, context_mask=None, **_):
+    def forward(self, x, num_frames: int, image=None, motion=None, **kw):
         """x: (B*T, C, H, W); image: (B,) bool or None; emb: (B*T, E) (read when built with emb_dim); context:
         (B*T, L, Dc) text tokens and context_mask (B*T, L) bool (read when built with context_dim: their mean over
-        the real tokens, through a zero-initialised projection; no real token = no text) -> x's shape."""
+        the real tokens, through a zero-initialised projection; no real token = no text); motion: (B, 2) the
+        clip's displacement per frame (x, y) in grid_sample's units (read when built `aligned`: the frames attend
+        along that straight path instead of at one pixel, `along_path`) -> x's shape."""
+        if not self.aligned or motion is None:
+            return self._attend(x, num_frames, image, **kw)
+        moved = along_path(x, motion, num_frames)                         # each frame's content on a common grid
+        return x + along_path(self._attend(moved, num_frames, image, **kw) - moved, -motion, num_frames)
+
+    def _attend(self, x, num_frames: int, image=None, emb=None, context=None, context_mask=None, **_):
         N, C, H, W = x.shape
         T, B = num_frames, N // num_frames
         tok = x.reshape(B, T, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C)   # as pixel_sequences (3.2)
@@ -149,6 +158,20 @@ class TemporalAttention(nn.Module):
         a = attention(q, k, v, bias=self.rel_pos(T, T)[None], mask=mask)   # (B*H*W, heads, T, C/heads)
         out = tok + self.proj(a.transpose(1, 2).reshape(B * H * W, T, C))
         return out.reshape(B, H, W, T, C).permute(0, 3, 4, 1, 2).reshape(N, C, H, W)
+
+
+def along_path(x: torch.Tensor, motion: torch.Tensor, T: int) -> torch.Tensor:
+    """Frames folded into the batch, (B*T, C, H, W), each resampled (bilinear, edges repeated) so that what moves
+    at `motion` (B, 2) per frame - (x, y) in grid_sample's units, 2 = the frame's width - stays in place:
+    frame t is read at p + (t - (T - 1) / 2) * motion. -motion undoes it (up to resampling). Beyond the paper:
+    it lets temporal layers that act at one pixel act along a known straight path instead."""
+    N, C, H, W = x.shape
+    t = torch.arange(T, dtype=x.dtype, device=x.device) - (T - 1) / 2
+    offset = (t[None, :, None] * motion.to(x.dtype)[:, None, :]).reshape(N, 1, 1, 2)     # (B*T, 1, 1, 2)
+    ys = (torch.arange(H, dtype=x.dtype, device=x.device) * 2 + 1) / H - 1                # pixel centres
+    xs = (torch.arange(W, dtype=x.dtype, device=x.device) * 2 + 1) / W - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)                         # (H, W, 2): (x, y)
+    return F.grid_sample(x, grid[None] + offset, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def dirac_temporal_conv(channels: int, kernel: int = 3) -> nn.Conv3d:
@@ -213,5 +236,5 @@ class ShiftedPseudo3DConv(Pseudo3DConv):
         return moved if image is None else torch.where(image.bool()[:, None, None, None, None], out, moved)
 
 
-__all__ = ["CONV_KINDS", "SpaceTimeConv", "TemporalAttention", "temporal_attention_mask", "pixel_sequences",
-           "Pseudo3DConv", "ShiftedPseudo3DConv", "dirac_temporal_conv", "fold_frames", "unfold_frames"]
+__all__ = ["CONV_KINDS", "SpaceTimeConv", "TemporalAttention", "along_path", "temporal_attention_mask",
+           "pixel_sequences", "Pseudo3DConv", "ShiftedPseudo3DConv", "dirac_temporal_conv", "fold_frames", "unfold_frames"]

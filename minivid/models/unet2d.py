@@ -146,11 +146,12 @@ class UNet2D(UNetSkeleton):
         self.extra_emb = ExtraEmbedding(n, self.time_mlp[-1].out_features)
         return self.extra_emb
 
-    def forward(self, x, t, context=None, context_mask=None, pooled=None, image=None, extra_emb=None):
+    def forward(self, x, t, context=None, context_mask=None, pooled=None, image=None, extra_emb=None, motion=None):
         """x: (B, C, H, W) or video (B, C, T, H, W); t: (B,) long (or (B, T) per frame for video);
         context: (B, L, Dc); context_mask: (B, L) bool; pooled: (B, Dp); image: (B,) bool (video only: items
         that are T independent images, for temporal layers); extra_emb: (B, n) with `add_extra_embedding`
-        (None: zeros). Returns x's shape.
+        (None: zeros); motion: (B, 2) the clip's displacement per frame, for motion-aligned temporal layers
+        (`temporal.along_path`). Returns x's shape.
         """
         video = x.dim() == 5
         n_extra = 0 if self.extra_io is None else self.extra_io.n
@@ -188,7 +189,8 @@ class UNet2D(UNetSkeleton):
             h = self.extra_io.inp(self.stem(x), num_frames=Tf, image=image, extra=extra)
         else:
             h = self.stem(x)
-        h = self._trunk(h, emb=emb, context=context, context_mask=context_mask, num_frames=Tf, image=image)
+        h = self._trunk(h, emb=emb, context=context, context_mask=context_mask, num_frames=Tf, image=image,
+                        motion=motion)
         out = self.out(h)                                                   # (N, C_out, H, W)
         if n_extra:
             out = torch.cat([out, self.extra_io.out(h)], 1)                 # (N, C_out + n, H, W)

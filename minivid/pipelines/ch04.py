@@ -215,6 +215,14 @@ def build_video_model(recipe: VideoRecipe, unet) -> torch.nn.Module:
     return net
 
 
+def cue_inputs(v: torch.Tensor, frames: int) -> dict:
+    """The model inputs of the motion cue from velocities v (..., 2) (`estimate_velocity`'s units: the fast speed is
+    1): the vector itself ("extra_emb", into the block embedding) and the displacement per frame in grid_sample's
+    units ("motion", for temporal attention along the path, `Pseudo3DConfig.aligned_attn`)."""
+    world = WorldConfig(frames=frames)
+    return {"extra_emb": v, "motion": v * 2 * world.speed_fast * world.speed_scale()}
+
+
 def channels(model) -> int:
     """The channels a (video or interpolation) model denoises: RGB, plus FLOW with motion channels."""
     video = getattr(model, "video", model)                     # a FrameInterpolator wraps the video model
@@ -255,7 +263,7 @@ def make_batch_fn(recipe, data: dict, batch_size: int | None = None, time_revers
         x = torch.where(back[:, None, None, None, None], x.flip(2), x)
         out = {"x": with_flow(x) if recipe.motion_channels else x}
         if getattr(recipe, "motion_cue", False):               # the velocity of the clip as played
-            out["extra_emb"] = estimate_velocity(x, WorldConfig(size=x.shape[-1], frames=x.shape[2]))
+            out.update(cue_inputs(estimate_velocity(x, WorldConfig(size=x.shape[-1], frames=x.shape[2])), x.shape[2]))
         if data.get("text") is not None:
             for k, v in data["text"].items():
                 out[k] = v[idx]
@@ -272,7 +280,7 @@ def loss_fn_for(schedule: Schedule, objective: str, null: dict, p_uncond: float,
     def loss_fn(net, batch, g):
         B = batch["x"].shape[0]
         noise = mixed_noise(batch["x"].shape, noise_alpha, g, device=batch["x"].device)   # drawn where g lives
-        nul = null if "extra_emb" not in batch else {**null, "extra_emb": batch["extra_emb"].new_zeros(2)}
+        nul = null if "extra_emb" not in batch else {**null, **cue_inputs(batch["extra_emb"].new_zeros(2), 2)}
         if "context" in batch:                                 # the motion cue is dropped with the caption (0: unknown)
             text, _ = caption_dropout({k: batch[k] for k in nul}, nul, p_uncond, generator=g)
         else:
@@ -325,7 +333,7 @@ def generate(model, schedule: Schedule, cond: TextConditioner, prompts: list[str
     alpha = VideoRecipe.noise_alpha if noise_alpha is None else noise_alpha
     x = guided_ddim(model, schedule, cond, prompts, (channels(model), frames, size, size), guidance=guidance,
                     objective=objective, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
-                    noise_alpha=alpha, extra=None if motion is None else {"extra_emb": motion})
+                    noise_alpha=alpha, extra=None if motion is None else cue_inputs(motion, frames))
     return x[:, :RGB]                                          # a motion-channel model's flow is not returned
 
 
@@ -358,7 +366,8 @@ CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_ra
                  summary="Make-A-Video: temporal layers on the frozen ch02 image model, from unlabelled video")
 
 __all__ = ["VideoRecipe", "FinetuneRecipe", "InterpRecipe", "Ch04Preset", "PRESETS", "get_preset",
-           "checkpoint_path", "image_model", "build_video_model", "channels", "with_flow", "appearance_captions",
+           "checkpoint_path", "image_model", "build_video_model", "cue_inputs", "channels", "with_flow",
+           "appearance_captions",
            "pseudo_captions", "prior_captions", "prior_motion", "PRIORS",
            "training_data", "make_batch_fn", "loss_fn_for", "train_video", "load_video_model", "generate", "finetune",
            "train_command", "cli_train", "cli_generate", "CLI"]
