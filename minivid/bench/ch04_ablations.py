@@ -43,7 +43,6 @@ ARMS = {
     "+ t_shift 2 + a depthwise space-time conv after each temporal conv": dict(t_shift=2.0,
                                                                              pseudo3d={"shift_levels": (0, 1, 2)}),
     "+ the motion cue (the clip's velocity, read off its pixels)": dict(motion_cue=True),
-    "+ the motion cue + the depthwise space-time conv": dict(motion_cue=True, pseudo3d={"shift_levels": (0, 1, 2)}),
     "+ the motion cue + temporal attention along its path": dict(motion_cue=True, pseudo3d={"aligned_attn": True}),
 }
 
