@@ -262,7 +262,7 @@ def make_batch_fn(recipe, data: dict, batch_size: int | None = None, time_revers
         back = torch.rand(B, generator=g) < p_back
         x = torch.where(back[:, None, None, None, None], x.flip(2), x)
         out = {"x": with_flow(x) if recipe.motion_channels else x}
-        if getattr(recipe, "motion_cue", False):               # the velocity of the clip as played
+        if recipe.motion_cue:                                  # the velocity of the clip as played
             out.update(cue_inputs(estimate_velocity(x, WorldConfig(size=x.shape[-1], frames=x.shape[2])), x.shape[2]))
         if data.get("text") is not None:
             for k, v in data["text"].items():
