@@ -240,9 +240,10 @@ def test_smoke_train_generate_finetune_interpolate():
         assert x.shape == (2, 3, p.video.frames, 16, 16) and x.abs().max() <= 1
         again = ch04.cli_generate(["a big red circle moving to the left"] * 2, preset="smoke", steps=2)
         heard = ch04.prior_captions(["a big red circle moving to the left"] * 2, p.video, progress=False)
-        assert p.prior and torch.equal(again, ch04.generate(*ch04.load_video_model("smoke", progress=False), heard,
-                                                               guidance=p.guidance, steps=2, frames=p.video.frames,
-                                                               progress=False))
+        moves = ch04.prior_motion(["a big red circle moving to the left"] * 2, p.video.frames, 0)   # the prompt's
+        assert p.prior and p.video.motion_cue and torch.equal(again, ch04.generate(
+            *ch04.load_video_model("smoke", progress=False), heard, guidance=p.guidance, steps=2,
+            frames=p.video.frames, progress=False, motion=moves))
         ft, _, _ = ch04.finetune("smoke", clips=8, progress=False)
         assert any(not torch.equal(a, b) for a, b in zip(ft.parameters(), model.parameters()))
         interp, s2, c2 = ch04.train_interpolator("smoke", progress=False)

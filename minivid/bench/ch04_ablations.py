@@ -31,7 +31,8 @@ from minivid.eval import Judge, fit_motion
 from minivid.pipelines import ch04
 from minivid.pipelines.common import guided_ddim
 
-# name -> VideoRecipe overrides ({"pseudo3d": {...}} adds to the preset's Pseudo3DConfig overrides); {} is the recipe
+# name -> VideoRecipe overrides ({"pseudo3d": {...}} adds to the Pseudo3DConfig overrides) of the recipe before the
+# motion cue (`Ch04Preset.ablation_base`); {} is that recipe, the last arm the headline recipe at 1,700 steps
 ARMS = {
     "the recipe": {},
     "+ noisier timesteps (t_shift 2)": dict(t_shift=2.0),
@@ -83,7 +84,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     prompts = heldout_prompts(p.eval_samples, p.video)
     rows, figures = [], {}
     for i, (name, overrides) in enumerate(ARMS.items()):
-        r = arm_recipe(p.video, overrides)
+        r = arm_recipe(p.ablation_base or p.video, overrides)
         model, schedule, cond, _ = ch04.train_video(p, seed, recipe=r)         # cached, or trained here
         said = ch04.prior_captions(prompts["captions"], r, p.prior, progress=False)
 
