@@ -1,5 +1,6 @@
 """`bench ch04_ablations` (smoke size) and its two measurements, checked on real clips where the answer is known."""
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -32,10 +33,13 @@ def test_real_clips_are_straight_and_their_flow_has_the_worlds_speeds():
 
 
 def test_arm_recipes_add_their_options_to_the_recipes_own():
-    r = ch04.get_preset("full").video
+    p = ch04.get_preset("full")
+    r = p.ablation_base
     a = abl.arm_recipe(r, abl.ARMS["+ t_shift 2 + motion channels + each frame's mean token"])
     assert a.pseudo3d == {**r.pseudo3d, "global_context": True} and a.t_shift == 2 and a.motion_channels
     assert abl.arm_recipe(r, abl.ARMS["the recipe"]) == r
+    # the last arm is the headline recipe, at the steps the ablation trained it
+    assert abl.arm_recipe(r, list(abl.ARMS.values())[-1]) == replace(p.video, steps=r.steps)
 
 
 def test_bench_ch04_ablations_smoke_has_every_arm():
@@ -47,6 +51,7 @@ def test_bench_ch04_ablations_smoke_has_every_arm():
     for r in rows:
         for k in ("color_acc", "motion_plausible", "validity", "bent_sideways", "bent_other"):
             assert 0 <= r[k] <= 1, (k, r[k])
-        arm = abl.arm_recipe(ch04.get_preset("smoke").video, abl.ARMS[r["temporal layers"]])
+        p = ch04.get_preset("smoke")
+        arm = abl.arm_recipe(p.ablation_base, abl.ARMS[r["temporal layers"]])
         assert ("flow_magnitude" in r) == arm.motion_channels
         assert ("motion_plausible_random_cue" in r) == arm.motion_cue

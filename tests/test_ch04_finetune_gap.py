@@ -120,9 +120,12 @@ def test_bench_ch04_smoke_reports_every_figure_and_the_gap_is_where_blending_fai
         rec = run_bench("ch04", "smoke")
     f = rec["figures"]
     for k in ("heldout_color_acc", "heldout_motion_plausible", "image_model_color_acc", "prior_parse_appearance_acc",
-              "finetune0_motion_acc", "finetune8_motion_acc", "interp_psnr_network", "interp_psnr_linear",
-              "gap_psnr_network", "gap_psnr_linear", "extrap_psnr_network", "interp15_flicker"):
+              "prior0_motion_acc", "prior8_motion_acc", "random_motion_plausible", "interp_psnr_network",
+              "interp_psnr_linear", "gap_psnr_network", "gap_psnr_linear", "extrap_psnr_network", "interp15_flicker"):
         assert k in f, k
+    curve = rec["tables"]["motion_prior_curve"]                     # at 0 clips: the random-motion row, not resampled
+    assert [r["captioned clips"] for r in curve] == [0, 8] and f["prior0_motion_acc"] == curve[0]["motion_acc"]
+    assert curve[0]["motion_plausible"] == f["random_motion_plausible"]
     # real held-out clips: an in-between is a fraction of a pixel from its neighbours, a gap's frames are pixels away
     assert f["gap_psnr_linear"] < f["interp_psnr_linear"] - 5, (f["gap_psnr_linear"], f["interp_psnr_linear"])
 

@@ -11,8 +11,9 @@
   unconditional branch only, and how often the pseudo-caption names the clip's true appearance; at sampling, the
   prompt through the prior (`ch04.prior_captions`, the preset's default) vs as written, and how often the prior names
   the prompt's appearance;
-* the fine-tuning curve (one seed): held-out direction after a short fine-tune on 0, 100, 500, 2,000
-  captioned clips;
+* the video-text curve (one seed): held-out direction with the motion cue from a text-to-motion prior fitted on 0,
+  100, 500, 2,000 captioned clips (`ch04_prior.fit_motion_prior`; a recipe without the cue: the temporal layers
+  fine-tuned on them);
 * frame interpolation (one seed): PSNR of the network vs linear blending on held-out real clips with every
   other frame removed, and with the middle `InterpRecipe.gap` frames removed; extrapolation PSNR; the judge's
   consistency and flicker on 15-frame generated clips.
@@ -25,9 +26,9 @@ from dataclasses import replace
 import torch
 
 from minivid.bench import judged, time_train_step
-from minivid.data import WorldConfig, parse_caption, sample_batch, video_pool
+from minivid.data import WorldConfig, from_uint8, parse_caption, sample_batch, video_pool, video_text_pool
 from minivid.eval import Judge, psnr
-from minivid.pipelines import ch04
+from minivid.pipelines import ch04, ch04_prior
 from minivid.pipelines.common import guided_ddim, training_record
 from minivid.train import count_params
 from minivid.utils import make_generator
@@ -54,12 +55,15 @@ def _judged(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
 def _sample(model, schedule, cond, p, prompts, seed, frames=None, prior="preset", motion="prompt", **kw):
     """The unlabelled-video model on the prompts, heard through a prior (`ch04.prior_captions`; "preset": the
     preset's, None: the prompts as written). With the recipe's motion cue, the velocity is the prompt's
-    (`ch04.prior_motion`; motion="random": one of the world's motions at random, whatever the prompt says)."""
+    (`ch04.prior_motion`; motion="random": one of the world's motions at random, whatever the prompt says; a (B, 2)
+    tensor: that one)."""
     r = p.video
     said = ch04.prior_captions(prompts["captions"], r, p.prior if prior == "preset" else prior, progress=False)
-    if r.motion_cue:
+    if r.motion_cue and not torch.is_tensor(motion):
         kw["motion"] = ch04.prior_motion(prompts["captions"] if motion == "prompt" else [""] * len(said),
                                          frames or r.frames, seed)
+    elif r.motion_cue:
+        kw["motion"] = motion
     return ch04.generate(model, schedule, cond, said, p.guidance,
                          objective=ch04.image_model(r).objective, steps=p.eval_steps, seed=seed,
                          frames=frames or r.frames, size=r.size, **{"noise_alpha": r.noise_alpha, **kw})
@@ -151,6 +155,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
                      **_judged(judge, _sample(model, schedule, cond, p, prompts, seed, motion="random"),
                                prompts["labels"])})
         figures["random_motion_plausible"] = rows[-1]["motion_plausible"]
+        random_row = {k: v for k, v in rows[-1].items() if k != "samples"}
     for how in ch04.PRIORS:
         figures[f"prior_{how}_appearance_acc"] = _caption_accuracy(ch04.prior_captions(prompts["captions"], r, how,
                                                                                         progress=False),
@@ -184,19 +189,47 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
                               {"training text": "none (the unconditional branch only)",
                                **_judged(judge, x2, prompts["labels"])}]
 
-    # the fine-tuning curve (one seed)
-    rows = []
-    for n in p.finetune_clips:
-        mf, sf, cf = ch04.finetune(p, seed, clips=n, progress=True)
-        xf = ch04.generate(mf, sf, cf, prompts["captions"], p.finetune_guidance, objective=image.objective,
-                           steps=p.eval_steps, seed=seed, frames=r.frames, size=r.size, noise_alpha=r.noise_alpha)
-        rows.append({"captioned clips": n, **_judged(judge, xf, prompts["labels"])})
-        figures[f"finetune{n}_motion_acc"] = rows[-1].get("motion_acc", float("nan"))
-    tables["finetune_curve"] = rows
+    if r.motion_cue:                          # the video-text step: a text-to-motion prior from n captioned clips
+        _prior_curve(p, seed, figures, tables, model, schedule, cond, prompts, judge,
+                     at_zero=random_row)
+    else:                                     # the paper's: the temporal layers fine-tuned on n captioned clips
+        _finetune_curve(p, seed, figures, tables, prompts, judge)
 
     _interp_figures(p, seed, figures, tables, x, judge)
     figures["bench_wall_minutes"] = (time.perf_counter() - t0) / 60
     return {"figures": figures, "tables": tables}
+
+
+def _finetune_curve(p, seed: int, figures: dict, tables: dict, prompts: dict, judge: Judge) -> None:
+    """Held-out figures after the temporal layers are fine-tuned on n captioned clips (`ch04.finetune`)."""
+    r, rows = p.video, []
+    for n in p.finetune_clips:
+        mf, sf, cf = ch04.finetune(p, seed, clips=n, progress=True)
+        xf = ch04.generate(mf, sf, cf, prompts["captions"], p.finetune_guidance,
+                           objective=ch04.image_model(r, False).objective, steps=p.eval_steps, seed=seed,
+                           frames=r.frames, size=r.size, noise_alpha=r.noise_alpha)
+        rows.append({"captioned clips": n, **_judged(judge, xf, prompts["labels"])})
+        figures[f"finetune{n}_motion_acc"] = rows[-1].get("motion_acc", float("nan"))
+    tables["finetune_curve"] = rows
+
+
+def _prior_curve(p, seed: int, figures: dict, tables: dict, model, schedule, cond, prompts: dict,
+                 judge: Judge, at_zero: dict) -> None:
+    """Held-out figures with the motion cue from a text-to-motion prior fitted on n captioned clips
+    (`ch04_prior.fit_motion_prior`), the appearance heard through the preset's prior. At 0 there is no prior: a world
+    motion at random (`ch04_prior.learned_motion`), the heldout table's row of that name, `at_zero`."""
+    r, rows = p.video, []
+    for n in p.finetune_clips:
+        if n == 0:
+            rows.append({"captioned clips": 0, **at_zero})
+        else:
+            pool = video_text_pool(r.size, r.frames, n)
+            prior = ch04_prior.fit_motion_prior(cond, pool["captions"], from_uint8(pool["x"]))
+            motion = ch04_prior.learned_motion(prior, cond, prompts["captions"], r.frames, seed)
+            rows.append({"captioned clips": n, **_judged(judge, _sample(model, schedule, cond, p, prompts, seed,
+                                                                        motion=motion), prompts["labels"])})
+        figures[f"prior{n}_motion_acc"] = rows[-1]["motion_acc"]
+    tables["motion_prior_curve"] = rows
 
 
 def _caption_accuracy(captions: list[str], labels: dict) -> float:

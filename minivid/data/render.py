@@ -170,18 +170,20 @@ def flow_field(x: torch.Tensor, direction: torch.Tensor, speed: torch.Tensor, wo
     ### END SOLUTION
 
 
-def estimate_velocity(x: torch.Tensor, world: WorldConfig) -> torch.Tensor:
+def estimate_velocity(x: torch.Tensor, world: WorldConfig, times: torch.Tensor | None = None) -> torch.Tensor:
     """A clip's velocity read off its pixels alone, for clips nobody labelled: (N, 3, T, S, S) -> (N, 2) (vx, vy).
 
     Each frame's object centroid is the coverage-weighted mean pixel position (coverage as in `flow_field`); the
     velocity is the least-squares slope of the centroids over the frames, in units where the world's fast speed is
     1 (y grows downward), clamped to [-1, 1]. The world's objects move in straight lines and never leave the frame,
-    so on real clips this is exact up to quantisation.
+    so on real clips this is exact up to quantisation. times (T,): the frames' places in a longer clip whose other
+    frames are missing (the slope is then per frame of that clip; default 0, 1, ..., T - 1).
     """
-    return _coverage_and_velocity(x, world)[1].to(x.dtype)
+    return _coverage_and_velocity(x, world, times)[1].to(x.dtype)
 
 
-def _coverage_and_velocity(x: torch.Tensor, world: WorldConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _coverage_and_velocity(x: torch.Tensor, world: WorldConfig,
+                           times: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dim() != 5 or x.shape[1] != 3:
         raise ValueError(f"x must be clips (N, 3, T, S, S), got {tuple(x.shape)}")
     N, _, T, H, W = x.shape
@@ -191,7 +193,10 @@ def _coverage_and_velocity(x: torch.Tensor, world: WorldConfig) -> tuple[torch.T
     xs = (torch.arange(W, dtype=torch.float64, device=x.device) + 0.5) / W
     cx = (cov * xs).sum((-2, -1)) / mass                                          # (N, T)
     cy = (cov * ys[:, None]).sum((-2, -1)) / mass
-    t = torch.arange(T, dtype=torch.float64, device=x.device) - (T - 1) / 2
+    if times is not None and times.shape != (T,):
+        raise ValueError(f"times must be one per frame, ({T},), got {tuple(times.shape)}")
+    t = torch.arange(T, dtype=torch.float64, device=x.device) if times is None else times.to(x.device, torch.float64)
+    t = t - t.mean()
     slope = lambda c: (c * t).sum(-1) / (t * t).sum().clamp_min(1e-8)             # noqa: E731  (N,)
     unit = world.speed_fast * world.speed_scale(T)
     return cov, (torch.stack([slope(cx), slope(cy)], 1) / unit).clamp(-1, 1)     # (N, T, H, W), (N, 2)

@@ -151,11 +151,12 @@ class Ch04Preset:
 
 
 CUE = dict(motion_cue=True, pseudo3d={"attn_levels": (0, 1), "aligned_attn": True})
+_TINY = dict(image_preset="smoke", frames=4, steps=3, batch_size=2, warmup_steps=0, video_pool=32)
 
 PRESETS = {
     "smoke": Ch04Preset(
         name="smoke",
-        video=VideoRecipe(image_preset="smoke", frames=4, steps=3, batch_size=2, warmup_steps=0, video_pool=32, **CUE),
+        video=VideoRecipe(**_TINY, **CUE), ablation_base=VideoRecipe(**_TINY),
         finetune=FinetuneRecipe(steps=2, batch_size=2, warmup_steps=0),
         interp=InterpRecipe(interp_frames=7, extrap_frames=6, steps=3, batch_size=2, warmup_steps=0, pool=16, gap=2),
         finetune_clips=(0, 8), eval_samples=4, eval_steps=2, interp_eval=2,

@@ -12,7 +12,7 @@ import copy
 
 import torch
 
-from minivid.data import WorldConfig, from_uint8, materialize_split
+from minivid.data import WorldConfig, estimate_velocity, from_uint8, materialize_split
 from minivid.diffusion import Schedule, diffusion_loss, mixed_noise
 from minivid.models.pseudo3d import FrameInterpolator, interpolation_mask, temporal_parameters
 from minivid.pipelines.ch04 import (
@@ -21,6 +21,7 @@ from minivid.pipelines.ch04 import (
     VideoRecipe,
     channels,
     checkpoint_path,
+    cue_inputs,
     get_preset,
     image_model,
     load_video_model,
@@ -53,6 +54,20 @@ def gap_mask(frames: int, gap: int) -> torch.Tensor:
     return interpolation_mask(frames, [t for t in range(frames) if not start <= t < start + gap])
 
 
+def known_cue(known: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The motion cue (`ch04.cue_inputs`) of clips (B, 3, T, S, S) with frames missing, read off the known frames
+    alone (mask (T,), 1 = known) at their places in the clip: the velocity per frame of the whole clip. A network
+    with temporal attention along the path (`Pseudo3DConfig.aligned_attn`) then looks along it to fill the rest."""
+    idx = mask.nonzero().flatten()
+    v = estimate_velocity(known[:, :, idx], WorldConfig(size=known.shape[-1], frames=len(idx)), times=idx)
+    return cue_inputs(v, len(idx))
+
+
+def reads_cue(net) -> bool:
+    """Whether a (video or interpolation) model reads the motion cue (`VideoRecipe.motion_cue`)."""
+    return getattr(getattr(net, "video", net), "extra_emb", None) is not None
+
+
 TASKS = ("interp", "extrap", "gap")     # step % 3 picks one: every other frame known / the first ones / both ends
 
 
@@ -79,24 +94,27 @@ def interp_batch_fn(preset, pools: dict):
         T = x.shape[2]
         mask = gap_mask(T, i.gap) if task == "gap" else interpolation_mask(
             T, list(range(0, T, 2) if task == "interp" else range(T0)))
+        cue = known_cue(x, mask) if p.video.motion_cue else {}        # read off the known frames only
         return {"x": with_flow(x) if p.video.motion_channels else x, "known": x,
-                "mask": mask.expand(i.batch_size, T), "blend": linear_fill(x, mask)}
+                "mask": mask.expand(i.batch_size, T), "blend": linear_fill(x, mask), **cue}
     return batch_fn
 
 
 def interp_loss_fn(schedule: Schedule, objective: str, null: dict, noise_alpha: float = 0.0):
     """Diffusion loss on every frame, the network told the known frames and the mask (null caption: no text);
     the noise shared across frames as the video model was trained (`mixed_noise`). A residual network
-    (`FrameInterpolator.residual`) denoises the clip minus the batch's "blend" (its pixels; flow is kept)."""
+    (`FrameInterpolator.residual`) denoises the clip minus the batch's "blend" (its pixels; flow is kept). A batch's
+    motion cue (`known_cue`) is passed on."""
     def loss_fn(net, batch, g):
         B = batch["x"].shape[0]
         cond = {k: v.expand(B, *v.shape) for k, v in null.items()}
         x = batch["x"]
         if getattr(net, "residual", False):
             x = torch.cat([x[:, :RGB] - batch["blend"], x[:, RGB:]], 1)
+        cue = {k: batch[k] for k in ("extra_emb", "motion") if k in batch}     # the known frames' motion
         return diffusion_loss(net, x, schedule, objective, generator=g, noise=mixed_noise(
                               x.shape, noise_alpha, g, device=x.device),
-                              cond={**cond, "known": batch["known"], "mask": batch["mask"]})
+                              cond={**cond, **cue, "known": batch["known"], "mask": batch["mask"]})
     return loss_fn
 
 
@@ -130,13 +148,15 @@ def fill_frames(interp: FrameInterpolator, schedule: Schedule, cond: TextConditi
                 progress: bool = False, noise_alpha: float | None = None) -> torch.Tensor:
     """Sample the masked frames of `known` (B, 3, T, S, S) given `mask` (T,); known frames are kept as given.
     noise_alpha: the starting noise's share across frames (by default the video recipe's, as trained). A residual
-    network's sample is added to the known frames' linear blend in time (`linear_fill`)."""
+    network's sample is added to the known frames' linear blend in time (`linear_fill`). A network that reads the
+    motion cue is given the known frames' (`known_cue`)."""
     B, T = known.shape[0], known.shape[2]
     m = mask.to(known).expand(B, T)
     shape = (channels(interp), *known.shape[2:])                    # with motion channels: the flow too
     residual = getattr(interp, "residual", False)
+    cue = known_cue(known, mask) if reads_cue(interp) else {}
     out = guided_ddim(interp, schedule, cond, [""] * B, shape, guidance=1.0, objective=objective,
-                      steps=steps, seed=seed, progress=progress, extra={"known": known, "mask": m},
+                      steps=steps, seed=seed, progress=progress, extra={"known": known, "mask": m, **cue},
                       clip=2.0 if residual else 1.0,                 # a residual of clips in [-1, 1] is in [-2, 2]
                       noise_alpha=VideoRecipe.noise_alpha if noise_alpha is None else noise_alpha)
     out = out[:, :known.shape[1]]
@@ -191,5 +211,5 @@ def linear_fill(known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack(frames, 2)
 
 
-__all__ = ["TASKS", "gap_mask", "interp_pools", "interp_batch_fn", "interp_loss_fn", "train_interpolator", "fill_frames",
+__all__ = ["TASKS", "known_cue", "reads_cue", "gap_mask", "interp_pools", "interp_batch_fn", "interp_loss_fn", "train_interpolator", "fill_frames",
            "interpolate", "extrapolate", "fill_gap", "linear_blend", "linear_fill"]

@@ -4,14 +4,18 @@ unlabelled clips, and what they read at sampling time.
 Training: each clip's first frame, embedded by the mini-CLIP image tower, is named by the nearest appearance caption
 of the training combinations (`pseudo_captions`) - the pixels pick the caption through the shared image-text space.
 Sampling: the prompt is said as an appearance caption (`prior_captions`), so the model hears captions of the form it
-was trained on, as the paper's prior maps text into the space its decoder was trained on.
+was trained on, as the paper's prior maps text into the space its decoder was trained on. With the motion cue, the
+prompt's motion is read by the caption grammar (`prior_motion`), or by a prior learnt from a few captioned clips
+(`fit_motion_prior`: the one step of this recipe that needs video-text pairs).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from minivid.data import (COLORS, DIRECTIONS, SHAPES, SIZES, SPEEDS, WorldConfig, combos, from_uint8, parse_caption,
-                          velocity)
+from minivid.data import (COLORS, DIRECTIONS, SHAPES, SIZES, SPEEDS, WorldConfig, combos, estimate_velocity,
+                          from_uint8, parse_caption, velocity)
 from minivid.data.world import all_combos
 from minivid.pipelines.common import pretrained
 
@@ -68,6 +72,51 @@ def prior_motion(prompts: list[str], frames: int, seed: int = 0) -> torch.Tensor
     return (torch.stack([vx, vy], 1) / (world.speed_fast * world.speed_scale())).float()
 
 
+@dataclass(frozen=True)
+class MotionPrior:
+    """A learnt text-to-motion prior: prompt -> the velocity of the clip it describes, (B, 2) in the units of
+    `estimate_velocity`. A linear map of the frozen text encoder's caption vector (`text_vector`), fitted by
+    `fit_motion_prior`; the text encoder never changes."""
+    weight: torch.Tensor                     # (D + 1, 2) float64: the caption vector's D numbers, then a bias
+
+    def __call__(self, cond, prompts: list[str]) -> torch.Tensor:
+        return (_with_bias(text_vector(cond, prompts)) @ self.weight).clamp(-1, 1).float()
+
+
+def text_vector(cond, prompts: list[str]) -> torch.Tensor:
+    """The text encoder's (`TextConditioner`) vector of each prompt, (B, D) float64: its pooled output, or the mean
+    of its tokens where it has none."""
+    with torch.no_grad():
+        f = cond(list(prompts))
+    if "pooled" in f:
+        return f["pooled"].double()
+    m = f["context_mask"].double()[..., None]
+    return (f["context"].double() * m).sum(1) / m.sum(1).clamp_min(1)
+
+
+def _with_bias(v: torch.Tensor) -> torch.Tensor:
+    return torch.cat([v, v.new_ones(len(v), 1)], 1)
+
+
+def fit_motion_prior(cond, captions: list[str], clips: torch.Tensor, ridge: float = 1e-3) -> MotionPrior:
+    """Fit the text-to-motion prior on captioned clips (N, 3, T, S, S) in [-1, 1]: ridge regression (closed form,
+    float64) from each caption's `text_vector` to the velocity read off its clip's pixels (`estimate_velocity`), so
+    the caption is the only thing a label could come from, as in the paper's prior (text -> what its decoder reads).
+    """
+    if len(captions) != len(clips) or not len(captions):
+        raise ValueError(f"need one caption per clip and at least one: {len(captions)} captions, {len(clips)} clips")
+    X = _with_bias(text_vector(cond, captions))                                     # (N, D + 1)
+    Y = estimate_velocity(clips, WorldConfig(size=clips.shape[-1], frames=clips.shape[2])).double()   # (N, 2)
+    A = X.T @ X + ridge * torch.eye(X.shape[1], dtype=X.dtype)
+    return MotionPrior(torch.linalg.solve(A, X.T @ Y))
+
+
+def learned_motion(prior: MotionPrior | None, cond, prompts: list[str], frames: int, seed: int = 0) -> torch.Tensor:
+    """The motion cue from a learnt prior; with none (no captioned clip yet), a world motion at random for each
+    prompt, as `prior_motion` gives a prompt that names none."""
+    return prior_motion([""] * len(prompts), frames, seed) if prior is None else prior(cond, prompts)
+
+
 def _motion_words(prompt: str) -> tuple[int, int]:
     try:
         d = parse_caption(prompt)
@@ -100,4 +149,5 @@ def pseudo_captions(clips_uint8: torch.Tensor, recipe, progress: bool = True,
     return [bank[int(k)] for k in torch.cat(picks)]
 
 
-__all__ = ["PRIORS", "appearance_captions", "pseudo_captions", "prior_captions", "prior_motion"]
+__all__ = ["PRIORS", "appearance_captions", "pseudo_captions", "prior_captions", "prior_motion", "MotionPrior",
+           "text_vector", "fit_motion_prior", "learned_motion"]
