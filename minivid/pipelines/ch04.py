@@ -361,8 +361,8 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
     r = p.video
     heard = prior_captions(list(prompts), r, p.prior, progress=False)
     for said, h in sorted(set(zip(prompts, heard))) if p.prior else ():
-        print(f"ch04: the unlabelled-video model hears {h!r} for {said!r} (its prior; no clip it saw said how "
-              "things move)")
+        print(f"ch04: the unlabelled-video model hears {h!r} for {said!r} (its prior; the motion is the one its "
+              "words name: no clip it saw said how things move)")
     motion = prior_motion(list(prompts), frames or r.frames, seed) if r.motion_cue else None   # the prompt's words
     return generate(model, schedule, cond, heard, p.guidance if guidance is None else guidance,
                     objective=image_model(r, False).objective, steps=steps, seed=seed, frames=frames or r.frames,
