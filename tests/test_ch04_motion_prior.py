@@ -8,7 +8,9 @@ from minivid.compare import assert_close
 from minivid.data import WorldConfig, estimate_velocity, parse_caption, render, sample_batch, sample_params
 from minivid.models.pseudo3d import interpolation_mask
 from minivid.pipelines import ch04, ch04_prior
-from minivid.pipelines.ch04_interp import gap_mask, interp_batch_fn, interp_loss_fn, known_cue, reads_cue
+from minivid.models.temporal import shifted
+from minivid.pipelines.ch04_interp import (gap_mask, interp_batch_fn, interp_loss_fn, known_cue, linear_fill, path_fill,
+                                           reads_cue)
 from minivid.utils import make_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -106,3 +108,29 @@ def test_the_interpolation_batches_carry_the_known_frames_cue_and_the_loss_passe
     loss_fn(Spy(), batch, make_generator(1))
     assert torch.equal(seen["motion"], batch["motion"]) and torch.equal(seen["extra_emb"], batch["extra_emb"])
     assert not reads_cue(Spy())
+
+
+def test_shifted_moves_content_by_whole_pixels_as_a_float64_roll_does():
+    x = torch.zeros(2, 3, 8, 8, dtype=torch.float64)
+    x[:, :, 3:5, 2:4] = torch.rand(2, 3, 2, 2, dtype=torch.float64)     # away from the edges (edges are repeated)
+    d = torch.tensor([[2 * 2 / 8, 0.0], [-1 * 2 / 8, 3 * 2 / 8]], dtype=torch.float64)   # (x, y): 2 px right; 1 left 3 down
+    want = torch.stack([torch.roll(x[0], 2, -1), torch.roll(torch.roll(x[1], -1, -1), 3, -2)])
+    assert_close(shifted(x, d), want, atol=1e-12, name="shifted")
+
+
+def test_path_fill_follows_the_path_where_blending_ghosts_and_blends_single_in_betweens():
+    world = WorldConfig(size=16, frames=12)
+    x = render(sample_params(32, "train", "video", world, make_generator(5)), world, 12)
+    gap = gap_mask(12, 4)
+    miss = gap == 0
+    err = lambda y: (y[:, :, miss] - x[:, :, miss]).pow(2).mean().item()    # noqa: E731
+    assert err(path_fill(x, gap)) < 0.25 * err(linear_fill(x, gap)), (err(path_fill(x, gap)), err(linear_fill(x, gap)))
+    first = interpolation_mask(12, list(range(8)))                          # extrapolation: the last frame moved on
+    late = slice(8, None)
+    assert (path_fill(x, first)[:, :, late] - x[:, :, late]).pow(2).mean() < \
+        0.25 * (linear_fill(x, first)[:, :, late] - x[:, :, late]).pow(2).mean()
+    every_other = interpolation_mask(11, list(range(0, 11, 2)))
+    assert torch.equal(path_fill(x[:, :, :11], every_other), linear_fill(x[:, :, :11], every_other))
+    hidden = torch.where(gap.bool()[None, None, :, None, None], x, torch.rand_like(x))
+    assert torch.equal(path_fill(hidden, gap)[:, :, miss], path_fill(x, gap)[:, :, miss]), "missing frames were read"
+    assert torch.equal(path_fill(x, gap)[:, :, ~miss], x[:, :, ~miss]), "known frames are kept"

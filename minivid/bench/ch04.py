@@ -28,6 +28,7 @@ import torch
 from minivid.bench import judged, time_train_step
 from minivid.data import WorldConfig, from_uint8, parse_caption, sample_batch, video_pool, video_text_pool
 from minivid.eval import Judge, psnr
+from minivid.models.pseudo3d import interpolation_mask
 from minivid.pipelines import ch04, ch04_prior
 from minivid.pipelines.common import guided_ddim, training_record
 from minivid.train import count_params
@@ -117,6 +118,10 @@ def _interp_figures(p, seed: int, figures: dict, tables: dict, x_gen: torch.Tens
     figures["gap_psnr_network"] = _db(ch04.fill_gap(interp, schedule, cond, ext_real, i.gap, **kw)[:, :, gap],
                                       ext_real[:, :, gap])
     figures["gap_psnr_linear"] = _db(ch04.linear_fill(ext_real, (~gap).float())[:, :, gap], ext_real[:, :, gap])
+    # the baseline that knows straight paths (what a network with InterpRecipe.base = "path" adds its residual to)
+    figures["gap_psnr_path"] = _db(ch04.path_fill(ext_real, (~gap).float())[:, :, gap], ext_real[:, :, gap])
+    first = interpolation_mask(i.extrap_frames, list(range(T0)))
+    figures["extrap_psnr_path"] = _db(ch04.path_fill(ext_real, first)[:, :, T0:], ext_real[:, :, T0:])
     gen = x_gen[:n]
     up = ch04.interpolate(interp, schedule, cond, gen, **kw)
     rows = []

@@ -197,10 +197,11 @@ class FrameInterpolator(nn.Module):
     channels after the C pixel ones, (B, C + n, T, H, W); the known frames are pixels only.
     """
 
-    def __init__(self, video: UNet2D, residual: bool = False):
+    def __init__(self, video: UNet2D, residual: bool = False, base: str = "blend"):
         super().__init__()
-        self.residual = residual     # what it denoises: the clip, or (True) the clip minus the known frames' linear
-                                     # blend in time (`ch04.linear_fill`), which the sampler adds back
+        self.residual = residual     # what it denoises: the clip, or (True) the clip minus a fill of the unknown frames
+        self.base = base             # from the known ones, which the sampler adds back: "blend", their linear blend in
+                                     # time (`ch04.linear_fill`), or "path", moved along their path (`ch04.path_fill`)
         c = video.cfg.in_channels
         video.stem = ConditionedStem(video.stem, c + 1)
         video.cfg.in_channels = 2 * c + 1

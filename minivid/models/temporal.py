@@ -165,13 +165,19 @@ def along_path(x: torch.Tensor, motion: torch.Tensor, T: int) -> torch.Tensor:
     at `motion` (B, 2) per frame - (x, y) in grid_sample's units, 2 = the frame's width - stays in place:
     frame t is read at p + (t - (T - 1) / 2) * motion. -motion undoes it (up to resampling). Beyond the paper:
     it lets temporal layers that act at one pixel act along a known straight path instead."""
-    N, C, H, W = x.shape
     t = torch.arange(T, dtype=x.dtype, device=x.device) - (T - 1) / 2
-    offset = (t[None, :, None] * motion.to(x.dtype)[:, None, :]).reshape(N, 1, 1, 2)     # (B*T, 1, 1, 2)
+    return shifted(x, -(t[None, :, None] * motion.to(x.dtype)[:, None, :]).reshape(len(x), 2))
+
+
+def shifted(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, H, W) with their content moved by d (N, 2) - (x, y) in grid_sample's units, 2 = the width -
+    each read at p - d (bilinear, edges repeated)."""
+    N, C, H, W = x.shape
     ys = (torch.arange(H, dtype=x.dtype, device=x.device) * 2 + 1) / H - 1                # pixel centres
     xs = (torch.arange(W, dtype=x.dtype, device=x.device) * 2 + 1) / W - 1
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)                         # (H, W, 2): (x, y)
-    return F.grid_sample(x, grid[None] + offset, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(x, grid[None] - d.to(x.dtype).reshape(N, 1, 1, 2), mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 def dirac_temporal_conv(channels: int, kernel: int = 3) -> nn.Conv3d:
@@ -236,5 +242,5 @@ class ShiftedPseudo3DConv(Pseudo3DConv):
         return moved if image is None else torch.where(image.bool()[:, None, None, None, None], out, moved)
 
 
-__all__ = ["CONV_KINDS", "SpaceTimeConv", "TemporalAttention", "along_path", "temporal_attention_mask",
+__all__ = ["CONV_KINDS", "SpaceTimeConv", "TemporalAttention", "along_path", "shifted", "temporal_attention_mask",
            "pixel_sequences", "Pseudo3DConv", "ShiftedPseudo3DConv", "dirac_temporal_conv", "fold_frames", "unfold_frames"]

@@ -127,8 +127,13 @@ class InterpRecipe:
     # fine-tune every weight, as the paper does its interpolation decoder, not only the new layers: the frozen
     # image layers were made to denoise a clip, not to copy known frames or to predict a residual
     train_all: bool = True
+    # what a residual network adds to: "blend" (`linear_fill`) or "path" (`path_fill`: the known frames moved along
+    # their path, read off them, where the nearest known frame is more than one frame away). Added: "blend" keeps keys
+    base: str = added_field("blend")
 
     def __post_init__(self):
+        if self.base not in ("blend", "path"):
+            raise ValueError(f"base must be 'blend' or 'path', got {self.base!r}")
         if not 0 < self.gap <= self.extrap_frames - 2:
             raise ValueError(f"gap must leave a known frame on each side: 1..{self.extrap_frames - 2}, got {self.gap}")
 
@@ -158,13 +163,15 @@ PRESETS = {
         name="smoke",
         video=VideoRecipe(**_TINY, **CUE), ablation_base=VideoRecipe(**_TINY),
         finetune=FinetuneRecipe(steps=2, batch_size=2, warmup_steps=0),
-        interp=InterpRecipe(interp_frames=7, extrap_frames=6, steps=3, batch_size=2, warmup_steps=0, pool=16, gap=2),
+        interp=InterpRecipe(interp_frames=7, extrap_frames=6, steps=3, batch_size=2, warmup_steps=0, pool=16, gap=2,
+                            base="path"),
         finetune_clips=(0, 8), eval_samples=4, eval_steps=2, interp_eval=2,
     ),
     # the headline recipe: the motion cue with temporal attention along its path (the ablation's last arm, chapter 04
     # section 6), at 900 steps: its step is 0.45-0.65 s on 2 cores (the attention resamples each frame twice), and by
     # hand at seed 1 it was at plausibility 0.99, direction 1.00 by step 1,000 (0.69 and 0.93 at step 250)
-    "full": Ch04Preset(name="full", video=VideoRecipe(**CUE, steps=900), ablation_base=VideoRecipe()),
+    "full": Ch04Preset(name="full", video=VideoRecipe(**CUE, steps=900), ablation_base=VideoRecipe(),
+                       interp=InterpRecipe(base="path")),
 }
 
 
@@ -381,19 +388,9 @@ __all__ = ["VideoRecipe", "FinetuneRecipe", "InterpRecipe", "Ch04Preset", "PRESE
 
 # the paper's optional third step and the frame-interpolation half of the chapter (both build on the video model)
 from minivid.pipelines.ch04_finetune import finetune  # noqa: E402
-from minivid.pipelines.ch04_interp import (  # noqa: E402
-    extrapolate,
-    fill_frames,
-    fill_gap,
-    gap_mask,
-    linear_fill,
-    interp_batch_fn,
-    interp_loss_fn,
-    interp_pools,
-    interpolate,
-    linear_blend,
-    train_interpolator,
-)
+from minivid.pipelines.ch04_interp import (extrapolate, fill_frames, fill_gap, gap_mask, interp_batch_fn,  # noqa: E402
+                                           interp_loss_fn, interp_pools, interpolate, linear_blend, linear_fill,
+                                           path_fill, train_interpolator)
 
 __all__ += ["interp_pools", "interp_batch_fn", "interp_loss_fn", "train_interpolator", "fill_frames", "interpolate",
-            "extrapolate", "gap_mask", "fill_gap", "linear_blend", "linear_fill"]
+            "extrapolate", "gap_mask", "fill_gap", "linear_blend", "linear_fill", "path_fill"]

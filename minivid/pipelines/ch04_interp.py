@@ -15,6 +15,7 @@ import torch
 from minivid.data import WorldConfig, estimate_velocity, from_uint8, materialize_split
 from minivid.diffusion import Schedule, diffusion_loss, mixed_noise
 from minivid.models.pseudo3d import FrameInterpolator, interpolation_mask, temporal_parameters
+from minivid.models.temporal import shifted
 from minivid.pipelines.ch04 import (
     RGB,
     Ch04Preset,
@@ -73,8 +74,8 @@ TASKS = ("interp", "extrap", "gap")     # step % 3 picks one: every other frame 
 
 def interp_batch_fn(preset, pools: dict):
     """batch_fn(step, g) -> {"x": clip (B, 3, T, S, S), "known": the same clip, "mask": (B, T),
-    "blend": the clip's linear blend in time from its known frames (`linear_fill`; what a residual network adds to
-    its output)}.
+    "blend": the clip's unknown frames filled from its known ones (`InterpRecipe.base`: `linear_fill` or `path_fill`;
+    what a residual network adds to its output)}.
 
     Steps take the three tasks in turn (`TASKS`): interpolate (every other frame known), extrapolate (the first
     frames known), fill a gap (the middle `gap` frames unknown, on the extrapolation pool), so one network
@@ -96,7 +97,7 @@ def interp_batch_fn(preset, pools: dict):
             T, list(range(0, T, 2) if task == "interp" else range(T0)))
         cue = known_cue(x, mask) if p.video.motion_cue else {}        # read off the known frames only
         return {"x": with_flow(x) if p.video.motion_channels else x, "known": x,
-                "mask": mask.expand(i.batch_size, T), "blend": linear_fill(x, mask), **cue}
+                "mask": mask.expand(i.batch_size, T), "blend": FILLS[i.base](x, mask), **cue}
     return batch_fn
 
 
@@ -125,7 +126,7 @@ def train_interpolator(preset: str | Ch04Preset = "full", seed: int = 0, progres
     """
     p = get_preset(preset)
     video, schedule, cond = load_video_model(p, seed, progress)
-    net = FrameInterpolator(copy.deepcopy(video), residual=p.interp.residual)
+    net = FrameInterpolator(copy.deepcopy(video), residual=p.interp.residual, base=p.interp.base)
     state = load_or_train(net, interp_loss_fn(schedule, image_model(p.video, False).objective, cond.null_features(),
                                          p.video.noise_alpha),
                           interp_batch_fn(p, interp_pools(p)), p.interp, checkpoint_path("interp", p, seed), seed=seed,
@@ -148,7 +149,7 @@ def fill_frames(interp: FrameInterpolator, schedule: Schedule, cond: TextConditi
                 progress: bool = False, noise_alpha: float | None = None) -> torch.Tensor:
     """Sample the masked frames of `known` (B, 3, T, S, S) given `mask` (T,); known frames are kept as given.
     noise_alpha: the starting noise's share across frames (by default the video recipe's, as trained). A residual
-    network's sample is added to the known frames' linear blend in time (`linear_fill`). A network that reads the
+    network's sample is added to its fill of the unknown frames (`linear_fill` or `path_fill`). A network that reads the
     motion cue is given the known frames' (`known_cue`)."""
     B, T = known.shape[0], known.shape[2]
     m = mask.to(known).expand(B, T)
@@ -161,7 +162,7 @@ def fill_frames(interp: FrameInterpolator, schedule: Schedule, cond: TextConditi
                       noise_alpha=VideoRecipe.noise_alpha if noise_alpha is None else noise_alpha)
     out = out[:, :known.shape[1]]
     if residual:
-        out = (out + linear_fill(known, mask)).clamp(-1, 1)
+        out = (out + FILLS[getattr(interp, "base", "blend")](known, mask)).clamp(-1, 1)
     keep = m[:, None, :, None, None].bool()
     return torch.where(keep, known, out)
 
@@ -211,5 +212,30 @@ def linear_fill(known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack(frames, 2)
 
 
+def path_fill(known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A baseline that knows straight paths: each unknown frame of `known` (B, 3, T, S, S) made from the nearest
+    known frames before and after it, each moved along the clip's path to that time (`shifted` by the displacement
+    per frame `known_cue` reads off the known frames alone), blended linearly in time; the nearest known frame alone
+    at an end. Where the known frames either side are one frame away (a single in-between, a fraction of a pixel
+    of motion) it is `linear_fill`: resampling by a fraction of a pixel blurs more than blending does. mask (T,)."""
+    step = known_cue(known, mask)["motion"]                                   # (B, 2) per frame, grid units
+    idx = [t for t in range(known.shape[2]) if mask[t] > 0]
+    blend = linear_fill(known, mask)
+    frames = []
+    for t in range(known.shape[2]):
+        a = max([k for k in idx if k <= t], default=None)
+        b = min([k for k in idx if k >= t], default=None)
+        if a == t or (a is not None and b is not None and b - a <= 2):
+            frames.append(blend[:, :, t])
+            continue
+        moved = {k: shifted(known[:, :, k], (t - k) * step) for k in (a, b) if k is not None}
+        w = 0.0 if b is None else 1.0 if a is None else (t - a) / (b - a)   # the weight of the frame after
+        frames.append(moved[b] * w + moved[a] * (1 - w) if len(moved) == 2 else next(iter(moved.values())))
+    return torch.stack(frames, 2)
+
+
+FILLS = {"blend": linear_fill, "path": path_fill}      # `InterpRecipe.base` -> the fill a residual network adds to
+
+
 __all__ = ["TASKS", "known_cue", "reads_cue", "gap_mask", "interp_pools", "interp_batch_fn", "interp_loss_fn", "train_interpolator", "fill_frames",
-           "interpolate", "extrapolate", "fill_gap", "linear_blend", "linear_fill"]
+           "interpolate", "extrapolate", "fill_gap", "linear_blend", "linear_fill", "path_fill", "FILLS"]
