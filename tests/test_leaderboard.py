@@ -266,7 +266,7 @@ def test_bench_leaderboard_smoke_runs_every_entry():
         assert "ch02." in r["reuses (full recipe, not counted)"], "every entry reads the frozen chapter-02 text"
     assert by["ch03"]["clips"] == "4x16x16" and by["ch05"]["clips"] == "8x32x32" and by["ch08"]["clips"] == "9x32x32"
     reuses = {m: r["reuses (full recipe, not counted)"].split(", ") for m, r in by.items()}
-    assert "ch03.video (smoke)" in reuses["ch05"], "the cascade's base is chapter 03's model"
+    assert "ch04.video (smoke)" in reuses["ch05"], "the cascade's base is chapter 04's model"
     assert "ch02.t2i (smoke)" in reuses["ch04"], "Make-A-Video grows chapter 02's image model"
     assert "ch07.latents (smoke)" in reuses["ch08"] and not any("ch07" in u for u in reuses["ch08-pixel"])
     assert not any(u.startswith(m[:4] + ".") for m, us in reuses.items() for u in us), "a chapter's own: not reused"

@@ -53,21 +53,10 @@ def _judged(judge: Judge, x: torch.Tensor, labels: dict) -> dict:
     return judged(judge, x, labels, KEYS)
 
 
-def _sample(model, schedule, cond, p, prompts, seed, frames=None, prior="preset", motion="prompt", **kw):
-    """The unlabelled-video model on the prompts, heard through a prior (`ch04.prior_captions`; "preset": the
-    preset's, None: the prompts as written). With the recipe's motion cue, the velocity is the prompt's
-    (`ch04.prior_motion`; motion="random": one of the world's motions at random, whatever the prompt says; a (B, 2)
-    tensor: that one)."""
-    r = p.video
-    said = ch04.prior_captions(prompts["captions"], r, p.prior if prior == "preset" else prior, progress=False)
-    if r.motion_cue and not torch.is_tensor(motion):
-        kw["motion"] = ch04.prior_motion(prompts["captions"] if motion == "prompt" else [""] * len(said),
-                                         frames or r.frames, seed)
-    elif r.motion_cue:
-        kw["motion"] = motion
-    return ch04.generate(model, schedule, cond, said, p.guidance,
-                         objective=ch04.image_model(r).objective, steps=p.eval_steps, seed=seed,
-                         frames=frames or r.frames, size=r.size, **{"noise_alpha": r.noise_alpha, **kw})
+def _sample(model, schedule, cond, p, prompts, seed, **kw):
+    """The unlabelled-video model on the held-out prompts (`ch04.sample_prompts`: through the preset's prior, moving
+    as the prompt says unless kw says otherwise)."""
+    return ch04.sample_prompts(model, schedule, cond, prompts["captions"], p, seed=seed, **kw)
 
 
 def _main(p, seed: int):

@@ -2,11 +2,11 @@
 conditioning augmentation: Ho et al. 2021, arXiv:2106.15282).
 
 `python -m minivid bench ch05 --preset full --seeds 3`:
-* headline (every seed): the cascade - chapter 03's base, the TSR and the SSR, all of that training seed - on 256
-  held-out prompts; its final 16-frame 32x32 clips judged at 32x32: colour, shape, size, motion direction,
+* headline (every seed): the cascade - the base (chapter 04's model), the TSR and the SSR, all of that training seed -
+  on 256 held-out prompts; its final 16-frame 32x32 clips judged at 32x32: colour, shape, size, motion direction,
   temporal consistency, validity, flicker, and flicker over real held-out clips' (16 frames, 32x32, the half-speed
-  world the stages train on); each stage's training minutes (`train_minutes`: the chapter's own TSR + SSR); and
-  the stage a figure is lost in: the base's motion and validity, the TSR's validity;
+  world the stages train on); each stage's training minutes (`train_minutes`: the chapter's own TSR + SSR); and the
+  stage a figure is lost in: the base's motion and validity, the TSR's validity;
 * every stage's output judged on the same prompts (seed 0), and the sampling wall time per clip of each stage.
 
 The ablations (augmentation, its level, the SSR's sampling, the TSR's fill, the single-stage baseline) are their own
@@ -47,7 +47,7 @@ def subset(prompts: dict, n: int) -> dict:
 
 def train_minutes(p, seed: int) -> dict:
     """Recorded training minutes of each stage ({"base", "tsr", "ssr"}; a stage trained elsewhere has none)."""
-    paths = {"base": pretrained_path("ch03.video", p.base_preset, seed),
+    paths = {"base": pretrained_path(ch05.base_name(p), p.base_preset, seed),
              "tsr": ch05.checkpoint_path("tsr", p, seed), "ssr": ch05.checkpoint_path("ssr", p, seed)}
     return {k: m for k, path in paths.items() if (m := recorded_minutes(path)) is not None}
 
@@ -105,7 +105,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     # the cascade, stage by stage, on the held-out prompts
     heads, models, prompts, outs, secs, real, stages = _main(p, seed, judge)
     figures.update(heads)
-    names = {"base": "base (chapter 03)", "tsr": "TSR", "ssr": "SSR (the cascade's output)"}
+    names = {"base": f"base (chapter {p.base[2:]})", "tsr": "TSR", "ssr": "SSR (the cascade's output)"}
     tables["stages"] = [{"stage": names[k], "clips": "x".join(map(str, outs[k].shape[2:])),
                          **stages[k], "sample s/clip": secs[k]} for k in ch05.STAGES]
     for what, clips in (("real held-out clips, the base's size", prompts["x_low"][:, :, ::2]),

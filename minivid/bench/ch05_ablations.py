@@ -98,7 +98,7 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     tables["upsampler_sampling"] = rows
 
     # the TSR's in-between frames: repeated vs blank + mask
-    cond, odd, target = models.base[2], slice(1, None, 2), sub["x_low"]
+    cond, odd, target = models.cond, slice(1, None, 2), sub["x_low"]
     rows = []
     for fill, stage in (("repeat", models.tsr), ("blank + mask", blank)):
         up = ch05.run_stage(stage, cond, sub["captions"], real_low, guidance=p.guidance[1],

@@ -1,23 +1,17 @@
 """Chapter 04 recipes: Make-A-Video - temporal layers grown on the frozen chapter-02 text-to-image model,
-trained on unlabelled video; masked frame interpolation and extrapolation.
+trained on unlabelled video; masked frame interpolation and extrapolation (Singer et al. 2022, arXiv:2209.14792).
 
-Singer et al. 2022, arXiv:2209.14792. What is new here (the rest comes from the recipe layer and from
-chapter 02 by name, `pretrained("ch02.t2i")`):
+* the video model: chapter 02's U-Net (`pretrained("ch02.t2i")`), frozen, with pseudo-3-D layers inserted
+  (`minivid.models.pseudo3d`), trained on the *unlabelled* clip pool (`video_pool`): no caption is ever read;
+* the conditioning question. The paper conditions its decoder on CLIP *image* embeddings, which unlabelled video
+  has, and maps text to them with a prior at sampling time. The mini-CLIP's towers share one space, so each clip's
+  first frame is replaced by the nearest appearance caption of the training combinations ("a big red circle"), a
+  pseudo-caption read off the pixels; at sampling the prompt takes its place through a prior (`prior_captions`;
+  `VideoRecipe.conditioning="null"`: the unconditional branch only - the chapter measures both);
+* video-text fine-tuning (`ch04_finetune`) and the frame-interpolation network (`ch04_interp`), re-exported here.
 
-* the video model: chapter 02's U-Net, frozen, with pseudo-3-D layers inserted (`minivid.models.pseudo3d`);
-* its data: the *unlabelled* clip pool (`minivid.data.video_pool`) - no caption of a clip is ever read;
-* the conditioning question. The paper's decoder is conditioned on CLIP *image* embeddings, which unlabelled
-  video has, and a prior maps text to them at sampling time. Here the mini-CLIP's image and text towers share
-  one space, so each clip's first frame is embedded by the image tower and replaced by the nearest of the
-  appearance captions of the training combinations ("a big red circle"): a pseudo-caption read off the pixels,
-  through the shared space. The frozen spatial layers then see text as they did in chapter 02, and at sampling
-  time the real prompt takes its place (`VideoRecipe.conditioning="retrieved"`; "null" trains on the
-  unconditional branch only - the chapter measures both);
-* the optional third step, video-text fine-tuning on n captioned clips (`minivid.pipelines.ch04_finetune`);
-* the frame-interpolation network (`minivid.pipelines.ch04_interp`); both re-exported here.
-
-    model, schedule, cond, state = train_video("full")
-    clips = generate(model, schedule, cond, ["a big red circle moving to the right"] * 4)   # (4, 3, 8, 16, 16)
+    model, schedule, cond = load_video_model("full")
+    clips = sample_prompts(model, schedule, cond, ["a big red circle moving to the right"] * 4)  # (4, 3, 8, 16, 16)
 """
 from __future__ import annotations
 
@@ -73,10 +67,8 @@ class VideoRecipe:
     # layers that start at zero. An added field: off, the models trained before it keep their cache keys. Tried and
     # not kept: chapter 04 section 6 (`bench ch04_ablations`) and the notes there on the runs by hand
     motion_channels: bool = added_field(False)
-    # training timesteps drawn SNR-shifted, noisier (`shifted_timesteps`, as chapter 06's recipe): more of training
-    # where a clip's path is decided. An added field: 1 (uniform) keeps the earlier models' cache keys. Measured
-    # with the other motion changes by `bench ch04_ablations` (2 lifts plausibility from 0.35 to 0.50 at seed 0, short
-    # of the target); the failures are diagonal paths: the model does not commit to one of the four directions
+    # training timesteps drawn SNR-shifted, noisier (`shifted_timesteps`, as chapter 06's recipe). An added field (1:
+    # uniform). Measured by `bench ch04_ablations` with the other motion changes; not kept either
     t_shift: float = added_field(1.0)
     # beyond the paper: the temporal layers also read the clip's velocity, read off its pixels (`estimate_velocity`,
     # as the paper's decoder reads the frame rate) through a zero-init embedding; at sampling it comes from the
@@ -203,11 +195,8 @@ _IMAGE_MODELS: dict[tuple, common.Denoiser] = {}      # checkpoint (path, mtime)
 
 
 def image_model(recipe: VideoRecipe, progress: bool = True) -> common.Denoiser:
-    """The frozen chapter-02 text-to-image model (model, schedule, cond, objective, size), trained first if absent.
-
-    Loaded once per checkpoint file (training, fine-tuning, interpolation and sampling all ask for it; it is never
-    modified: `build_video_model` grows a copy).
-    """
+    """The frozen chapter-02 text-to-image model (model, schedule, cond, objective, size), trained first if absent;
+    loaded once per checkpoint file (everything here asks for it; never modified: `build_video_model` grows a copy)."""
     path = pretrained_path("ch02.t2i", recipe.image_preset, recipe.image_seed)
     key = (str(path), path.stat().st_mtime_ns if path.exists() else None)
     if key not in _IMAGE_MODELS:
@@ -339,11 +328,9 @@ def generate(model, schedule: Schedule, cond: TextConditioner, prompts: list[str
              objective: str = "v", steps: int = 50, seed: int = 0, frames: int = 8, size: int = 16,
              batch_size: int = 64, progress: bool = True, noise_alpha: float | None = None,
              motion: torch.Tensor | None = None) -> torch.Tensor:
-    """One clip per prompt with DDIM + classifier-free guidance: (B, 3, frames, size, size) in [-1, 1].
-
-    noise_alpha: how much of the starting noise the frames share (`mixed_noise`); by default the recipe's.
-    motion: (B, 2) velocities for a model with the motion cue (`prior_motion`), given to both guidance branches.
-    """
+    """One clip per prompt with DDIM + classifier-free guidance: (B, 3, frames, size, size) in [-1, 1]. noise_alpha:
+    the starting noise's share across frames (`mixed_noise`; by default the recipe's); motion: (B, 2) velocities for a
+    model with the motion cue (`prior_motion`), given to both guidance branches."""
     alpha = VideoRecipe.noise_alpha if noise_alpha is None else noise_alpha
     x = guided_ddim(model, schedule, cond, prompts, (channels(model), frames, size, size), guidance=guidance,
                     objective=objective, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
@@ -360,31 +347,47 @@ def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> 
     return checkpoint_path("video", p, seed)
 
 
+def sample_prompts(model, schedule: Schedule, cond: TextConditioner, prompts: list[str], preset="full", *,
+                   seed: int = 0, steps: int | None = None, guidance: float | None = None, frames: int | None = None,
+                   prior="preset", motion="prompt", batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """Prompts as a user writes them -> clips (B, 3, frames, size, size) in [-1, 1] from the preset's video model.
+
+    Each prompt is heard through a prior (`prior_captions`; "preset": the preset's, None: as written). A model with
+    the motion cue moves as the prompt's words say (`prior_motion`; motion="random": one of the world's motions at
+    random, whatever the prompt says; a (B, 2) tensor: that velocity). steps and guidance: the preset's by default.
+    """
+    p = get_preset(preset)
+    r, kw = p.video, {}
+    said = prior_captions(list(prompts), r, p.prior if prior == "preset" else prior, progress=False)
+    if r.motion_cue:
+        kw["motion"] = motion if torch.is_tensor(motion) else prior_motion(
+            list(prompts) if motion == "prompt" else [""] * len(said), frames or r.frames, seed)
+    return generate(model, schedule, cond, said, p.guidance if guidance is None else guidance,
+                    objective=image_model(r, False).objective, steps=p.eval_steps if steps is None else steps,
+                    seed=seed, frames=frames or r.frames, size=r.size, noise_alpha=r.noise_alpha,
+                    batch_size=batch_size, progress=progress, **kw)
+
+
 def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, steps: int = 50,
                  guidance: float | None = None, frames: int | None = None) -> torch.Tensor:
     """`python -m minivid generate --model ch04`: clips for the prompts; `seed` picks the sampling noise only."""
-    p = get_preset(preset)
-    model, schedule, cond = load_video_model(p, seed=0)
-    r = p.video
-    heard = prior_captions(list(prompts), r, p.prior, progress=False)
+    p, (model, schedule, cond) = get_preset(preset), load_video_model(preset, seed=0)
+    heard = prior_captions(list(prompts), p.video, p.prior, progress=False)
     for said, h in sorted(set(zip(prompts, heard))) if p.prior else ():
         print(f"ch04: the unlabelled-video model hears {h!r} for {said!r} (its prior; the motion is the one its "
               "words name: no clip it saw said how things move)")
-    motion = prior_motion(list(prompts), frames or r.frames, seed) if r.motion_cue else None   # the prompt's words
-    return generate(model, schedule, cond, heard, p.guidance if guidance is None else guidance,
-                    objective=image_model(r, False).objective, steps=steps, seed=seed, frames=frames or r.frames,
-                    size=r.size, noise_alpha=r.noise_alpha, motion=motion)
+    return sample_prompts(model, schedule, cond, list(prompts), p, seed=seed, steps=steps, guidance=guidance,
+                          frames=frames)
 
 
 CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_rank=2,
                  summary="Make-A-Video: temporal layers on the frozen ch02 image model, from unlabelled video")
 
-__all__ = ["VideoRecipe", "FinetuneRecipe", "InterpRecipe", "Ch04Preset", "PRESETS", "get_preset",
-           "checkpoint_path", "image_model", "build_video_model", "cue_inputs", "channels", "with_flow",
-           "appearance_captions",
-           "pseudo_captions", "prior_captions", "prior_motion", "PRIORS",
-           "training_data", "make_batch_fn", "loss_fn_for", "train_video", "load_video_model", "generate", "finetune",
-           "train_command", "cli_train", "cli_generate", "CLI"]
+__all__ = ["VideoRecipe", "FinetuneRecipe", "InterpRecipe", "Ch04Preset", "PRESETS", "get_preset", "checkpoint_path",
+           "image_model", "build_video_model", "cue_inputs", "channels", "with_flow", "appearance_captions",
+           "pseudo_captions", "prior_captions", "prior_motion", "PRIORS", "training_data", "make_batch_fn",
+           "loss_fn_for", "train_video", "load_video_model", "generate", "sample_prompts", "finetune", "train_command",
+           "cli_train", "cli_generate", "CLI"]
 
 # the paper's optional third step and the frame-interpolation half of the chapter (both build on the video model)
 from minivid.pipelines.ch04_finetune import finetune  # noqa: E402

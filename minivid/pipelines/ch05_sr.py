@@ -34,6 +34,7 @@ from minivid.diffusion.schedules import gather
 from minivid.models.blocks import fold_frames, unfold_frames
 from minivid.models.unet3d import UNet3D, UNet3DConfig, unet3d_config
 from minivid.pipelines.ch03 import encode_captions
+from minivid.pipelines.presets import added_field
 from minivid.text import caption_dropout
 
 RGB = 3
@@ -85,6 +86,10 @@ class StageRecipe:
     ema_decay: float = 0.995
     pool: int = 2000                   # captioned training clips (the scarce video-text pairs)
     time_reversal: float = 0.5         # chance a clip plays backwards, its caption's direction flipped
+    # denoise the target minus its conditioning clip's fill (`stage_fill`: blending in time for the TSR, bilinear
+    # upsampling for the SSR) and add the fill back after sampling: only what the fill gets wrong is left to learn,
+    # as chapter 04's interpolation network does. Added: False keeps the keys of the stages trained before it
+    residual: bool = added_field(False)
 
     def __post_init__(self):
         input_channels(self.kind, self.fill)                          # checks kind and fill
@@ -137,6 +142,24 @@ def ssr_input(x_t: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     up = F.interpolate(fold_frames(low), size=(2 * H, 2 * W), mode="bilinear", align_corners=False)  # (B*T, C, 2H, 2W)
     return torch.cat([x_t, unfold_frames(up, T)], 1)
     ### END SOLUTION
+
+
+def stage_fill(low: torch.Tensor, kind: str) -> torch.Tensor:
+    """A stage's answer without a network, what a residual stage (`StageRecipe.residual`) adds to.
+
+    TSR: (B, C, T, H, W) -> (B, C, 2T, H, W), low on the even frames, each odd frame the blend of the frames either
+    side of it (the last one holds the last frame). SSR: (B, C, T, H, W) -> (B, C, T, 2H, 2W), each frame upsampled
+    bilinearly, as `ssr_input` lays it out.
+    """
+    if kind not in STAGE_KINDS:
+        raise ValueError(f"kind must be one of {STAGE_KINDS}, got {kind!r}")
+    if low.dim() != 5:
+        raise ValueError(f"low must be a clip (B, C, T, H, W), got {tuple(low.shape)}")
+    if kind == "tsr":
+        after = torch.cat([low[:, :, 1:], low[:, :, -1:]], 2)                 # frame i + 1 (the last: itself)
+        return torch.stack([low, (low + after) / 2], 3).flatten(2, 3)        # (B, C, T, 2, H, W) -> 2T frames
+    up = F.interpolate(fold_frames(low), scale_factor=2, mode="bilinear", align_corners=False)
+    return unfold_frames(up, low.shape[2])
 
 
 def augment(low: torch.Tensor, level: torch.Tensor, noise: torch.Tensor, schedule: Schedule) -> torch.Tensor:
@@ -264,16 +287,19 @@ def stage_loss_fn(recipe, schedule: Schedule, null: dict):
     """Caption dropout, noise-conditioning augmentation (level ~ U{0..aug_max}, the model told it), diffusion loss."""
     def loss_fn(net, batch, g):
         text, _ = caption_dropout({k: batch[k] for k in null}, null, recipe.p_uncond, generator=g)
-        low = batch["low"]
+        low, x = batch["low"], batch["x"]
+        if recipe.residual:
+            x = x - stage_fill(low, recipe.kind)                            # the fill of the clean clip
         cond = {"low": low}
         if recipe.aug:
             level = torch.randint(0, recipe.aug_max + 1, (low.shape[0],), generator=g)
             noise = torch.randn(low.shape, generator=g)
             cond = {"low": augment(low, level, noise, schedule), "aug_level": level}
-        return diffusion_loss(net, batch["x"], schedule, recipe.objective, generator=g, cond={**text, **cond})
+        return diffusion_loss(net, x, schedule, recipe.objective, generator=g, cond={**text, **cond})
     return loss_fn
 
 
 __all__ = ["RGB", "STAGE_KINDS", "FILLS", "StageRecipe", "input_channels", "check_pair", "tsr_input", "ssr_input",
-           "augment", "StageNet", "Stage", "build_stage", "stage_data", "stage_world", "clip_pool", "stage_batch_fn",
+           "stage_fill", "augment", "StageNet", "Stage", "build_stage", "stage_data", "stage_world", "clip_pool",
+           "stage_batch_fn",
            "stage_loss_fn"]
