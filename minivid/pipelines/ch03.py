@@ -288,6 +288,18 @@ def generate(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: 
     return (x[:, :RGB], x[:, RGB:]) if return_motion else x[:, :RGB]
 
 
+def sample_prompts(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: list[str], preset="full", *,
+                   seed: int = 0, steps: int | None = None, guidance: float | None = None, frames: int | None = None,
+                   batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """Clips (B, 3, frames, size, size) in [-1, 1] for the prompts from a model of the preset's recipe (its objective,
+    frames and size); steps and guidance: the preset's by default. Later chapters sample a chapter's model by this."""
+    p = get_preset(preset)
+    r = p.video
+    return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
+                    objective=r.objective, steps=p.eval_steps if steps is None else steps, seed=seed,
+                    frames=frames or r.frames, size=r.size, batch_size=batch_size, progress=progress)
+
+
 # ----------------------------------------------------------------------------- command line
 
 def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> Path:
@@ -304,11 +316,9 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
     `seed` picks the sampling noise only: the model is the preset's trained one (training seed 0), loaded
     from the cache or trained once if absent. Unknown words warn with suggestions.
     """
-    p = get_preset(preset)
-    model, schedule, cond = load_video_model(p, seed=0)
-    r = p.video
-    return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
-                    objective=r.objective, steps=steps, seed=seed, frames=frames or r.frames, size=r.size)
+    model, schedule, cond = load_video_model(preset, seed=0)
+    return sample_prompts(model, schedule, cond, list(prompts), preset, seed=seed, steps=steps, guidance=guidance,
+                          frames=frames)
 
 
 CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(1, 32), demo_rank=3,
@@ -316,5 +326,6 @@ CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(1, 32), demo_ra
 
 __all__ = ["VideoRecipe", "Ch03Preset", "PRESETS", "get_preset", "checkpoint_path", "load_conditioner",
            "encode_captions", "training_data", "make_batch_fn", "loss_fn_for", "schedule_for", "build_model",
-           "has_motion_channels", "with_motion", "train_video", "load_video_model", "generate", "cli_train",
+           "has_motion_channels", "with_motion", "train_video", "load_video_model", "generate", "sample_prompts",
+           "cli_train",
            "cli_generate", "CLI", "RGB", "FLOW"]

@@ -124,12 +124,17 @@ def get_preset(name: str | Ch05Preset) -> Ch05Preset:
 BASES = {"ch03": ch03, "ch04": ch04}     # the chapters whose text-to-video model can be the base
 
 
-def base_recipe(preset):
-    """The recipe of the earlier chapter's model the cascade starts from (its frames and size)."""
+def base_chapter(preset):
+    """The pipeline module of the chapter whose model is the base (`BASES`)."""
     p = get_preset(preset)
     if p.base not in BASES:
         raise ValueError(f"base must be one of {sorted(BASES)}, got {p.base!r}")
-    return BASES[p.base].get_preset(p.base_preset).video
+    return BASES[p.base]
+
+
+def base_recipe(preset):
+    """The recipe of the earlier chapter's model the cascade starts from (its frames and size)."""
+    return base_chapter(preset).get_preset(get_preset(preset).base_preset).video
 
 
 def base_name(preset) -> str:
@@ -141,16 +146,10 @@ def base_name(preset) -> str:
 def sample_base(preset, base: tuple, prompts: list[str], *, guidance: float, steps: int, seed: int = 0,
                 batch_size: int = 64, progress: bool = True) -> torch.Tensor:
     """The base stage: (B, 3, F, S, S) clips in [-1, 1] from base = (model, schedule, cond) of the base chapter, as
-    that chapter samples them (chapter 04: each prompt through its prior, moving as its words say)."""
-    p = get_preset(preset)
-    model, schedule, cond = base
-    if p.base == "ch04":
-        return ch04.sample_prompts(model, schedule, cond, prompts, p.base_preset, seed=seed, steps=steps,
-                                   guidance=guidance, batch_size=batch_size, progress=progress)
-    b = base_recipe(p)
-    return guided_ddim(model, schedule, cond, prompts, (model.cfg.in_channels, b.frames, b.size, b.size),
-                       guidance=guidance, objective=b.objective, steps=steps, seed=seed, batch_size=batch_size,
-                       progress=progress)[:, :RGB]                       # a motion-channel base: RGB only
+    that chapter samples them (its `sample_prompts`; chapter 04: each prompt through its prior, moving as its words
+    say)."""
+    return base_chapter(preset).sample_prompts(*base, prompts, get_preset(preset).base_preset, seed=seed, steps=steps,
+                                               guidance=guidance, batch_size=batch_size, progress=progress)
 
 
 def stage_recipe(preset, kind: str, **changes) -> StageRecipe:
@@ -233,7 +232,7 @@ class Cascade(NamedTuple):
     tsr: Stage | None
     ssr: Stage | None
     preset: Ch05Preset
-    cond: object = None
+    cond: object
 
 
 def load_cascade(preset="full", seed: int = 0, progress: bool = True, stages=STAGES, tsr: StageRecipe | None = None,
@@ -389,9 +388,10 @@ CLI = ChapterCLI(train=cli_train, generate=cli_generate, check=cli_check, frames
                  summary="Imagen Video: a cascade of base, temporal and spatial super-resolution diffusion models")
 
 __all__ = ["MODEL_VERSION", "STAGES", "FILLS", "StageRecipe", "Ch05Preset", "PRESETS", "get_preset", "BASES",
-           "base_recipe", "base_name", "sample_base", "stage_recipe", "checkpoint_path", "train_command", "Stage",
-           "build_stage", "stage_data", "train_stage", "load_stage", "load_tsr", "load_ssr", "Cascade", "load_cascade",
-           "check_stages", "run_stage", "stage_steps", "cascade", "cli_train", "cli_generate", "CLI"]
+           "base_chapter", "base_recipe", "base_name", "sample_base", "stage_recipe", "checkpoint_path",
+           "train_command", "Stage", "build_stage", "stage_data", "train_stage", "load_stage", "load_tsr", "load_ssr",
+           "Cascade", "load_cascade", "check_stages", "run_stage", "stage_steps", "cascade", "cli_train",
+           "cli_generate", "CLI"]
 
 # the single-stage model the chapter measures the cascade against (it builds on the checkpoints above)
 from minivid.pipelines.ch05_baseline import baseline_data, train_baseline  # noqa: E402
