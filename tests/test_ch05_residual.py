@@ -105,3 +105,28 @@ def test_the_chapter_04_base_samples_as_chapter_04_does_and_the_stages_read_thei
     assert models.cond(prompts)["pooled"].equal(text(prompts)["pooled"]), "the stages' text: chapter 02's at seed 1"
     with pytest.raises(ValueError, match="base must be one of"):
         ch05.base_recipe(replace(p, base="ch09"))
+
+
+# ----------------------------------------------------------------------------- noise shared across frames
+
+def test_the_cascade_samples_each_upsampler_with_the_presets_shared_noise(monkeypatch):
+    seen = {}
+
+    def fake_ddim(net, schedule, cond, prompts, item, **kw):
+        seen[net.kind] = kw["noise_alpha"]
+        return torch.zeros(len(prompts), *item)
+
+    monkeypatch.setattr(ch05, "guided_ddim", fake_ddim)
+    schedule = make_schedule("cosine", 100)
+    stages = {k: ch05.Stage(_net(k), schedule, StageRecipe(kind=k, T=100, aug_max=50)) for k in ("tsr", "ssr")}
+    p = replace(ch05.get_preset("smoke"), noise_alpha=(2.0, 5.0))
+    models = ch05.Cascade(None, stages["tsr"], stages["ssr"], p, None)
+    low = torch.zeros(1, 3, 2, 4, 4)
+    ch05.cascade(["a"], stages=("tsr", "ssr"), clips=low, models=models, steps=2, progress=False)
+    assert seen == {"tsr": 2.0, "ssr": 5.0}
+    ch05.cascade(["a"], stages=("tsr", "ssr"), clips=low, models=models, steps=2, progress=False, noise_alpha=(0, 1))
+    assert seen == {"tsr": 0, "ssr": 1}
+    with pytest.raises(ValueError, match="noise_alpha must be two numbers"):
+        ch05.cascade(["a"], stages=("tsr",), clips=low, models=models, steps=2, progress=False, noise_alpha=(1,))
+    with pytest.raises(ValueError, match="noise_alpha must be two numbers"):
+        replace(p, noise_alpha=(1.0, -1.0))

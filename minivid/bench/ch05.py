@@ -7,7 +7,9 @@ conditioning augmentation: Ho et al. 2021, arXiv:2106.15282).
   temporal consistency, validity, flicker, and flicker over real held-out clips' (16 frames, 32x32, the half-speed
   world the stages train on); each stage's training minutes (`train_minutes`: the chapter's own TSR + SSR); and the
   stage a figure is lost in: the base's motion and validity, the TSR's validity;
-* every stage's output judged on the same prompts (seed 0), and the sampling wall time per clip of each stage.
+* every stage's output judged on the same prompts (seed 0), and the sampling wall time per clip of each stage;
+* each upsampler fed real clips (seed 0, the first 64 prompts): its flicker over real clips' of its size, the
+  flicker a stage adds on its own (`real_fed_tsr_flicker_ratio`, `real_fed_ssr_flicker_ratio`).
 
 The ablations (augmentation, its level, the SSR's sampling, the TSR's fill, the single-stage baseline) are their own
 bench, `python -m minivid bench ch05_ablations` (one seed): the two together sample too many 32x32 clips for one sitting.
@@ -112,6 +114,15 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
                         ("real held-out clips, the TSR's size", prompts["x_low"]), ("real held-out clips", prompts["x"])):
         tables["stages"].append({"stage": what, "clips": "x".join(map(str, clips.shape[2:])),
                                  **(real if clips is prompts["x"] else judged(judge, clips, prompts["labels"]))})
+    # each upsampler fed real clips (the first ablation_samples prompts): the flicker a stage adds on its own
+    sub = subset(prompts, p.ablation_samples)
+    for name, low, ref in (("tsr", sub["x_low"][:, :, ::2], sub["x_low"]), ("ssr", sub["x_low"], sub["x"])):
+        out = ch05.cascade(sub["captions"], stages=(name,), clips=low, models=models, seed=seed,
+                           steps=p.eval_steps)[name]
+        row, real_row = judged(judge, out, sub["labels"]), judged(judge, ref, sub["labels"])
+        tables["stages"].append({"stage": f"{name.upper()} fed real clips ({len(out)} prompts)",
+                                 "clips": "x".join(map(str, out.shape[2:])), **row})
+        figures[f"real_fed_{name}_flicker_ratio"] = flicker_ratio(row, real_row)
     figures.update({f"sample_s_per_clip_{k}": v for k, v in secs.items()})
     figures["sample_s_per_clip_cascade"] = sum(secs.values())
 

@@ -22,19 +22,8 @@ from typing import NamedTuple
 import torch
 
 from minivid.pipelines import ch03, ch04, common
-from minivid.pipelines.ch05_sr import (
-    FILLS,
-    RGB,
-    STAGE_KINDS,
-    Stage,
-    StageRecipe,
-    augment,
-    build_stage,
-    stage_batch_fn,
-    stage_data,
-    stage_fill,
-    stage_loss_fn,
-)
+from minivid.pipelines.ch05_sr import (FILLS, RGB, STAGE_KINDS, Stage, StageRecipe, augment, build_stage,
+                                       stage_batch_fn, stage_data, stage_fill, stage_loss_fn)
 from minivid.pipelines.common import (
     ChapterCLI,
     guided_ddim,
@@ -60,25 +49,28 @@ class Ch05Preset:
     ssr: StageRecipe
     baseline: ch03.VideoRecipe         # the single-stage model at 2x frames, 2x size (chapter 03's recipe)
     base_preset: str = "full"          # which preset of the base chapter's model is the base
-    # the chapter whose text-to-video model is the base (`BASES`): chapter 04's, its clips judged cleaner than chapter
-    # 03's on every figure (chapter 05 section 1 gives both); the issue allows any base shown to be better
+    # the chapter whose model is the base (`BASES`): chapter 04's, judged cleaner than chapter 03's (chapter 05 §1)
     base: str = "ch04"
-    # per stage: base (chapter 04's own scale, 1: its text says what things look like; chapter 03's base took 3),
-    # TSR, SSR. The upsamplers sample unguided: by hand (seed 0, 48 held-out prompts, 2026-12-02), guidance made
-    # their clips less valid, not more - TSR at 1 / 2 / 3: validity 0.88 / 0.77 / 0.65 at 16x16; then the SSR at 1 /
-    # 2 / 4 (TSR at 2): 0.71 / 0.58 / 0.42; (1, 1): 0.83. `bench ch05_ablations` measures it
+    # per stage: base (chapter 04's own scale, 1; chapter 03's base took 3), TSR, SSR. The upsamplers sample unguided:
+    # by hand (seed 0, 48 held-out prompts, 2026-12-02) guidance made their clips less valid - TSR at 1 / 2 / 3:
+    # validity 0.88 / 0.77 / 0.65 at 16x16; SSR at 1 / 2 / 4 (TSR at 2): 0.71 / 0.58 / 0.42. `bench ch05_ablations`
     guidance: tuple[float, float, float] = (1.0, 1.0, 1.0)
     aug_level: int = 100               # the augmentation level at sampling (both stages); chosen by the sweep
     aug_levels: tuple[int, ...] = (0, 50, 100, 200, 400)   # the sweep (levels beyond aug_max were never trained)
+    # the upsamplers' (TSR, SSR) starting noise shared across frames at sampling (`mixed_noise`; 10: any two frames'
+    # noise correlates 0.99): a residual stage's iid noise became flicker. By hand (seed 0, 64 held-out prompts, AMD
+    # EPYC 25/1, 2026-12-04) flicker TSR 0.0131 -> 0.0050, SSR 0.0132 -> 0.0062 (alpha 0 -> 10); nothing else moved
+    noise_alpha: tuple[float, float] = (10.0, 10.0)
     eval_samples: int = 256            # held-out prompts judged
     # DDIM steps per stage (base, TSR, SSR) for the judged samples: one number, or one per stage. The SSR, told most
-    # of the answer, gains nothing from 20 steps over 10 (by hand, 64 prompts: the same shape, validity, consistency).
-    # Nor from starting part-way (SDEdit: its told clip, upsampled, noised to t_start, 10 DDIM steps down from there;
-    # by hand, seed 0, 64 held-out prompts, Zen 5, 2026-12-03): from noise shape / consistency / validity 0.95 / 0.86
-    # / 0.77; t_start 800: 0.91 / 0.85 / 0.78; 600: 0.89 / 0.84 / 0.80; 400: 0.86 / 0.84 / 0.80 - the blurry start
-    # costs shape, and validity barely moves: the SSR's trouble is not drifting from its input
+    # of the answer, gains nothing from 20 over 10 (by hand, 64 prompts), nor from starting part-way (SDEdit from its
+    # told clip, seed 0, 2026-12-03: t_start 800 / 400 shape 0.91 / 0.86 against 0.95 from noise, validity the same)
     eval_steps: int | tuple[int, int, int] = (20, 20, 10)
     ablation_samples: int = 64         # prompts per arm of the ablations and the sweep (one seed)
+
+    def __post_init__(self):
+        if len(self.noise_alpha) != 2 or min(self.noise_alpha) < 0:
+            raise ValueError(f"noise_alpha must be two numbers >= 0 (TSR, SSR), got {self.noise_alpha!r}")
 
 
 PRESETS = {
@@ -94,14 +86,9 @@ PRESETS = {
     ),
     "full": Ch05Preset(
         name="full",
-        # step times on the 2-core Zen 5 EPYC that recorded chapter 07 (2026-12-02, idle, 2 threads): TSR ~0.25 s,
-        # SSR on 16x16 crops 0.23 s in training (4.4 steps/s; `bench.time_train_step`: 0.27 s; 20x20: 0.43 s,
-        # 24x24: 0.64 s, whole 32x32 frames: 1.17 s). On a slower EPYC
-        # (the 2026-12-01 perf record) the TSR took 0.455 s and the SSR 0.372 s: there the SSR's 2000 steps exceed
-        # 10 minutes. The SSR's steps: by hand, seed 0, 48 held-out prompts, TSR unguided, SSR unguided at DDIM-10,
-        # the final clips' shape / temporal consistency / validity rose with its training - 1400 steps 0.88 / 0.83 /
-        # 0.83, 2100: 0.92 / 0.86 / 0.85, 2800: 0.98 / 0.90 / 0.88 (24x24 crops, 1400 steps, 15 min: 1.00 / 0.96 /
-        # 0.83); 2000 steps took 7.5 minutes here, leaving room for a slower machine
+        # SSR on 16x16 crops (whole 32x32 frames: 5x the step). Its steps: by hand (seed 0, 48 held-out prompts, the
+        # stages unguided, 2026-12-02) the final clips' shape / consistency / validity rose with training - 1400 steps
+        # 0.88 / 0.83 / 0.83, 2100: 0.92 / 0.86 / 0.85, 2800: 0.98 / 0.90 / 0.88; it takes as many as fit ten minutes
         # Both stages residual (`StageRecipe.residual`): by hand on chapter 04's base (seed 0, 64 held-out prompts,
         # AMD EPYC 25/1, 2026-12-04) the TSR's 16 frames went from consistency 0.81, shape 0.91 to 0.99, 1.00, and
         # the cascade's 32x32 clips from 0.79, 0.78 to 0.98, 1.00 (validity 0.95 both). That machine took 393 s for
@@ -263,11 +250,12 @@ def check_stages(stages) -> tuple[str, ...]:
 
 @torch.no_grad()
 def run_stage(stage: Stage, cond, prompts: list[str], low: torch.Tensor, *, guidance: float = 1.0, steps: int = 50,
-              seed: int = 0, aug_level: int = 0, progress: bool = True, batch_size: int = 64) -> torch.Tensor:
+              seed: int = 0, aug_level: int = 0, progress: bool = True, batch_size: int = 64,
+              noise_alpha: float = 0.0) -> torch.Tensor:
     """One stage on conditioning clips low (B, 3, T, H, W) in [-1, 1] -> TSR (B, 3, 2T, H, W) | SSR (B, 3, T, 2H, 2W).
 
     aug_level: the noise-conditioning augmentation level in 0..T (0 for a stage trained without augmentation); the
-    augmentation noise depends only on `seed`.
+    augmentation noise depends only on `seed`. noise_alpha: the starting noise's share across frames (`mixed_noise`).
     """
     r = stage.recipe
     if low.dim() != 5 or low.shape[1] != RGB or low.shape[0] != len(prompts):
@@ -286,7 +274,7 @@ def run_stage(stage: Stage, cond, prompts: list[str], low: torch.Tensor, *, guid
     item = (RGB, 2 * T, H, W) if r.kind == "tsr" else (RGB, T, 2 * H, 2 * W)
     out = guided_ddim(stage.net, stage.schedule, cond, prompts, item, guidance=guidance, objective=r.objective,
                       steps=steps, seed=seed, batch_size=batch_size, progress=progress, extra=extra,
-                      clip=2.0 if r.residual else 1.0)              # a residual of clips in [-1, 1] is in [-2, 2]
+                      clip=2.0 if r.residual else 1.0, noise_alpha=noise_alpha)   # a residual of [-1, 1] is in [-2, 2]
     return (out + stage_fill(low, r.kind)).clamp(-1, 1) if r.residual else out
 
 
@@ -307,15 +295,15 @@ def stage_steps(preset, stage: str) -> int:
 
 def cascade(prompts, *, preset="full", stages=STAGES, seed: int = 0, steps=50, guidance=None,
             aug_level: int | None = None, clips: torch.Tensor | None = None, models: Cascade | None = None,
-            model_seed: int = 0, progress: bool = True, batch_size: int = 64) -> dict:
+            model_seed: int = 0, progress: bool = True, batch_size: int = 64, noise_alpha=None) -> dict:
     """Run the cascade: {stage: clips in [-1, 1]} for each stage run, e.g. {"base": (B, 3, 8, 16, 16),
     "tsr": (B, 3, 16, 16, 16), "ssr": (B, 3, 16, 32, 32)}.
 
     stages: a subsequence of ("base", "tsr", "ssr"); without "base", `clips` (B, 3, T, H, W) is the input of the
     first stage run. steps (DDIM) and guidance (default: the preset's): one for every stage, or one per stage
     (base, tsr, ssr) - the upsamplers, told most of the answer, may take fewer steps. aug_level: the augmentation
-    level of both upsamplers (default: the preset's). seed picks the sampling noise; model_seed the trained models
-    (loaded, or trained once if absent), unless `models` is given.
+    level of both upsamplers, noise_alpha (TSR, SSR) their noise's share across frames (default: the preset's). seed
+    picks the sampling noise; model_seed the trained models (loaded, or trained once if absent), unless `models` is.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     stages = check_stages(stages)
@@ -323,6 +311,9 @@ def cascade(prompts, *, preset="full", stages=STAGES, seed: int = 0, steps=50, g
     g = _per_stage(guidance, p.guidance, "guidance")
     n = _per_stage(steps, 50, "steps", int, 1)
     level = p.aug_level if aug_level is None else aug_level
+    if noise_alpha is not None:
+        p = replace(p, noise_alpha=tuple(noise_alpha))            # checked as the preset's own
+    alpha = dict(zip(STAGE_KINDS, p.noise_alpha))
     if ("base" in stages) == (clips is not None):
         raise ValueError("give `clips` exactly when the cascade starts after the base stage "
                          f"(stages={stages}, clips {'given' if clips is not None else 'missing'})")
@@ -339,7 +330,8 @@ def cascade(prompts, *, preset="full", stages=STAGES, seed: int = 0, steps=50, g
             if stage is None:
                 raise ValueError(f"models has no {name} stage")
             x = run_stage(stage, m.cond, prompts, x, guidance=g[name], steps=n[name], seed=seed,
-                          aug_level=level if stage.recipe.aug else 0, progress=progress, batch_size=batch_size)
+                          aug_level=level if stage.recipe.aug else 0, progress=progress, batch_size=batch_size,
+                          noise_alpha=alpha[name])
         out[name] = x
     return out
 
