@@ -327,5 +327,4 @@ CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(1, 32), demo_ra
 __all__ = ["VideoRecipe", "Ch03Preset", "PRESETS", "get_preset", "checkpoint_path", "load_conditioner",
            "encode_captions", "training_data", "make_batch_fn", "loss_fn_for", "schedule_for", "build_model",
            "has_motion_channels", "with_motion", "train_video", "load_video_model", "generate", "sample_prompts",
-           "cli_train",
-           "cli_generate", "CLI", "RGB", "FLOW"]
+           "cli_train", "cli_generate", "CLI", "RGB", "FLOW"]
