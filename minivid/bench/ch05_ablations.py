@@ -102,7 +102,8 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     rows = []
     for fill, stage in (("repeat", models.tsr), ("blank + mask", blank)):
         up = ch05.run_stage(stage, cond, sub["captions"], real_low, guidance=p.guidance[1],
-                            steps=ch05.stage_steps(p, "tsr"), seed=seed, aug_level=0, progress=False)
+                            steps=ch05.stage_steps(p, "tsr"), seed=seed, aug_level=0, noise_alpha=p.noise_alpha[0],
+                            progress=False)                   # the starting noise the cascade gives the TSR
         final = (swept[p.aug_level] if stage is models.tsr else
                  judged(judge, _upsample(p, models._replace(tsr=stage), sub, gen_low, seed, p.aug_level), sub["labels"]))
         rows.append({"in-between frames": f"TSR, {fill}",
