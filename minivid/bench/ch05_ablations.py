@@ -98,12 +98,11 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     tables["upsampler_sampling"] = rows
 
     # the TSR's in-between frames: repeated vs blank + mask
-    cond, odd, target = models.cond, slice(1, None, 2), sub["x_low"]
+    odd, target = slice(1, None, 2), sub["x_low"]
     rows = []
     for fill, stage in (("repeat", models.tsr), ("blank + mask", blank)):
-        up = ch05.run_stage(stage, cond, sub["captions"], real_low, guidance=p.guidance[1],
-                            steps=ch05.stage_steps(p, "tsr"), seed=seed, aug_level=0, noise_alpha=p.noise_alpha[0],
-                            progress=False)                   # the starting noise the cascade gives the TSR
+        up = ch05.cascade(sub["captions"], stages=("tsr",), clips=real_low, models=models._replace(tsr=stage),
+                          seed=seed, steps=p.eval_steps, aug_level=0, progress=False)["tsr"]
         final = (swept[p.aug_level] if stage is models.tsr else
                  judged(judge, _upsample(p, models._replace(tsr=stage), sub, gen_low, seed, p.aug_level), sub["labels"]))
         rows.append({"in-between frames": f"TSR, {fill}",
