@@ -119,3 +119,27 @@ def test_bench_smoke_reports_the_targets():
     assert {r["pairs"].split()[0] for r in t["retrieval"]} == {"val", "heldout", "36"}
     assert sum("clips" in r["pairs"] for r in t["retrieval"]) == 4                   # val/heldout x 2 rules
     assert -1.0 <= f["pooled_cos_left_right"] <= 1.0
+
+
+def test_direction_warning_names_the_encoder_and_the_way_out():
+    assert ch02.direction_warning(0.95, 0.9, 1, "full") is None
+    assert ch02.direction_warning(0.9, 0.9, 1, "full") is None              # the floor itself is healthy
+    assert ch02.direction_warning(0.36, None, 1, "full") is None            # not checked (smoke)
+    line = ch02.direction_warning(0.359375, 0.9, 1, "full")
+    assert "seed 1" in line and "36%" in line and "90%" in line and "another --seed" in line and "\n" not in line
+
+
+def test_an_encoder_that_missed_the_motion_words_is_reported_from_its_record(monkeypatch):
+    p = replace(ch02.get_preset("smoke"), name="smoke-directions", direction_floor=1.01)   # no encoder reaches it
+    with pytest.warns(UserWarning, match=r"\(smoke-directions preset, seed 0\) names the right direction"):
+        tok, clip, _ = ch02.train_clip(p, progress=False)
+    path = ch02.checkpoint_path("clip", p)
+    acc = ch02.training_record(path)["heldout_direction_i2t"]
+    assert acc == ch02.heldout_direction(clip, tok, p.clip, p.retrieval_batch) and 0.0 <= acc <= 1.0
+    # measured once: loading again reads the record
+    monkeypatch.setattr(ch02, "heldout_direction", lambda *a, **k: pytest.fail("measured again"))
+    with pytest.warns(UserWarning, match="another --seed"):
+        ch02.load_clip(p, progress=False)
+    assert ch02.check_directions(replace(p, direction_floor=acc), 0, clip, tok) == acc   # at the floor: no warning
+    path.with_suffix(".json").unlink()                      # no record here (released weights): nothing to say
+    assert ch02.check_directions(p, 0, clip, tok) is None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minivid.bench import ch03 as bench_ch03
-from minivid.pipelines import ch03
+from minivid.pipelines import ch02, ch03
 from minivid.utils import CheckpointError
 
 
@@ -171,6 +171,9 @@ def test_bench_smoke_reports_the_figures_the_issue_names():
     shift = rec["tables"]["shift_ablation"]                   # other schedule shifts, at the preset's seeds
     assert [(r["schedule_shift"], r["seed"]) for r in shift] == list(p.shift_ablation)
     assert f["shift_ablation_unshifted_motion_acc_min"] == min(r["motion_acc"] for r in shift if r["schedule_shift"] == 1)
+    # the text encoder's own direction retrieval, beside motion_acc (chapter 02's measure, on its smoke encoder)
+    tok, clip = ch02.load_clip("smoke", progress=False)
+    assert f["text_direction_i2t"] == ch02.heldout_direction(clip, tok, ch02.get_preset("smoke").clip, 64)
 
 
 def test_direction_reliance_is_zero_for_a_model_that_ignores_the_prompt():

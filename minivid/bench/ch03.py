@@ -29,7 +29,7 @@ from minivid.data import DIRECTIONS, sample_batch, time_reversed
 from minivid.diffusion import q_sample, training_target
 from minivid.eval import Judge
 from minivid.models.unet3d import model_flops
-from minivid.pipelines import ch03
+from minivid.pipelines import ch02, ch03
 from minivid.pipelines.common import training_record
 from minivid.train import count_params
 from minivid.utils import make_generator
@@ -117,7 +117,7 @@ def measure_train_speed(r: ch03.VideoRecipe, cond, steps: int = 6) -> float:
 
 HEADLINE = ("heldout_color_acc", "heldout_shape_acc", "heldout_size_acc", "heldout_motion_acc",
             "heldout_temporal_consistency", "heldout_flicker", "heldout_validity", "train_minutes",
-            "direction_loss_gap", "flow_direction_loss_gap")
+            "direction_loss_gap", "flow_direction_loss_gap", "text_direction_i2t")
 
 
 def _main(p: ch03.Ch03Preset, seed: int, judge: Judge):
@@ -141,6 +141,11 @@ def _main(p: ch03.Ch03Preset, seed: int, judge: Judge):
     rel = direction_reliance(model, schedule, cond, n=min(p.eval_samples, 128), objective=r.objective,
                              frames=r.frames, size=r.size, seed=seed)
     figs["direction_loss_gap"] = rel["gap"]
+    # ... and whether its frozen text encoder can say which way at all: how often the caption a held-out clip
+    # retrieves names its direction (chapter 02's retrieval; 0.36 for one seed on another machine, section 6)
+    tok, clip = ch02.load_clip(r.text_preset, seed, progress=False)
+    figs["text_direction_i2t"] = ch02.heldout_direction(clip, tok, ch02.get_preset(r.text_preset).clip,
+                                                        ch02.get_preset(r.text_preset).retrieval_batch)
     if "flow_true" in rel:
         figs["flow_direction_loss_gap"] = rel["flow_flipped"] - rel["flow_true"]
     return figs, model, schedule, cond, prompts, x, main, rel

@@ -19,6 +19,7 @@ Caching, keys and loading come from `minivid.pipelines.common` (the U-Net's key 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from minivid.pipelines.ch02_clip import (  # the mini-CLIP half of the chapter, 
     build_clip,
     build_tokenizer,
     clip_loss_fn,
+    direction_warning,
+    heldout_direction,
     pool_batches,
     training_clips,
     training_pairs,
@@ -48,7 +51,9 @@ from minivid.pipelines.common import (
     pick_preset,
     provides,
     schedule_for,
+    training_record,
     with_steps,
+    write_training_record,
 )
 from minivid.text import TextConditioner, TextEncoder
 from minivid.utils import make_generator
@@ -84,6 +89,7 @@ class Ch02Preset:
     guidance_scales: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0)
     guidance: float = 1.0                            # default scale for samples: the full bench's best (see the sweep)
     retrieval_batch: int = 256
+    direction_floor: float | None = 0.9              # a trained encoder naming fewer held-out directions is reported
     ablation_steps: int = 1000                       # each arm of the pooled-vector ablation
     ablation_samples: int = 128
 
@@ -96,7 +102,7 @@ PRESETS = {
                         video_channels=(8, 16)),
         t2i=T2IRecipe(unet="unet2d-tiny", T=100, steps=8, batch_size=16, warmup_steps=0, pool=512),
         eval_samples=16, sample_steps=5, guidance_scales=(0.0, 1.0, 3.0), retrieval_batch=64,
-        ablation_steps=4, ablation_samples=8,
+        ablation_steps=4, ablation_samples=8, direction_floor=None,
     ),
     "full": Ch02Preset(name="full", clip=ClipRecipe(), t2i=T2IRecipe()),
 }
@@ -138,7 +144,27 @@ def train_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool 
                           pool_batches(data, tok, r.batch_size, clips, r.video_batch, r.time_reversal), r,
                           checkpoint_path("clip", p, seed), seed=seed, progress=progress,
                           desc=f"ch02 mini-CLIP ({p.name})", retrain=retrain, command=train_command(p))
-    return tok, state.sampling_model.eval(), state
+    clip = state.sampling_model.eval()
+    check_directions(p, seed, clip, tok)
+    return tok, clip, state
+
+
+def check_directions(preset: str | Ch02Preset, seed: int, clip, tok) -> float | None:
+    """Did this trained encoder learn the motion words? Its held-out direction retrieval (`heldout_direction`),
+    measured once into the checkpoint's training record, and a warning when it is under the preset's
+    `direction_floor` (None: not checked, as in the smoke preset). None for a model without a training record here
+    (released weights: their figures are in weights/RELEASED.json) or a recipe without clips."""
+    p = get_preset(preset)
+    path = checkpoint_path("clip", p, seed)
+    rec = training_record(path)
+    if not rec or not p.clip.video_pool or p.direction_floor is None:
+        return None
+    if "heldout_direction_i2t" not in rec:
+        rec["heldout_direction_i2t"] = heldout_direction(clip, tok, p.clip, p.retrieval_batch)
+        write_training_record(path, rec)
+    if line := direction_warning(rec["heldout_direction_i2t"], p.direction_floor, seed, p.name):
+        warnings.warn(line, stacklevel=3)
+    return rec["heldout_direction_i2t"]
 
 
 @provides("ch02.text_encoder", path=lambda preset, seed=0: checkpoint_path("clip", preset, seed))
@@ -221,7 +247,9 @@ def load_clip(preset: str | Ch02Preset = "full", seed: int = 0, progress: bool =
     tok = build_tokenizer(p.clip)
     if not is_finished(path, p.clip.steps):
         return train_clip(p, seed, progress)[:2]
-    return tok, load_weights(build_clip(p.clip, tok), path, command=train_command(p)).requires_grad_(False)
+    clip = load_weights(build_clip(p.clip, tok), path, command=train_command(p)).requires_grad_(False)
+    check_directions(p, seed, clip, tok)
+    return tok, clip
 
 
 def sample_t2i(model: UNet2D, schedule: Schedule, cond: TextConditioner, prompts: list[str], guidance: float = 1.0,
@@ -271,4 +299,4 @@ __all__ = ["ClipRecipe", "T2IRecipe", "Ch02Preset", "PRESETS", "get_preset", "ch
            "training_clips", "pool_batches", "VIDEO_KEYS", "build_tokenizer", "build_clip", "clip_loss_fn",
            "train_clip", "load_text_encoder", "load_conditioner", "schedule_for", "build_unet", "t2i_loss_fn",
            "train_t2i", "sample_t2i", "heldout_prompts", "combo_name", "judge_names", "load_t2i", "load_denoiser",
-           "load_clip", "cli_train", "CLI"]
+           "load_clip", "check_directions", "cli_train", "CLI"]

@@ -111,6 +111,11 @@ def training_record(path: Path) -> dict:
     return json.loads(meta.read_text()) if meta.exists() else {}
 
 
+def write_training_record(path: Path, rec: dict) -> None:
+    """Write checkpoint `path`'s training record (atomically, beside it: `training_record` reads it back)."""
+    atomic_write(Path(path).with_suffix(".json"), lambda f: f.write(json.dumps(rec, indent=1)), binary=False)
+
+
 class TrainingSetup(NamedTuple):
     """What one `load_or_train` call trains: its label, the model as built, its loss and batches, the recipe,
     and the names of the parameters it optimises."""
@@ -176,7 +181,7 @@ def load_or_train(model: torch.nn.Module, loss_fn, batch_fn, recipe, path: Path,
                    threads=torch.get_num_threads(), params=count_params(state.model),
                    trainable_params=count_params(state.model, trainable_only=True),
                    final_loss=state.history[-1]["loss"] if state.history else None)
-        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(rec, indent=1)), binary=False)
+        write_training_record(path, rec)
     return state
 
 
