@@ -143,9 +143,8 @@ def _main(p: ch03.Ch03Preset, seed: int, judge: Judge):
     figs["direction_loss_gap"] = rel["gap"]
     # ... and whether its frozen text encoder can say which way at all: how often the caption a held-out clip
     # retrieves names its direction (chapter 02's retrieval; 0.36 for one seed on another machine, section 6)
-    tok, clip = ch02.load_clip(r.text_preset, seed, progress=False)
-    figs["text_direction_i2t"] = ch02.heldout_direction(clip, tok, ch02.get_preset(r.text_preset).clip,
-                                                        ch02.get_preset(r.text_preset).retrieval_batch)
+    text, (tok, clip) = ch02.get_preset(r.text_preset), ch02.load_clip(r.text_preset, seed, progress=False)
+    figs["text_direction_i2t"] = ch02.heldout_direction(clip, tok, text.clip, text.retrieval_batch)
     if "flow_true" in rel:
         figs["flow_direction_loss_gap"] = rel["flow_flipped"] - rel["flow_true"]
     return figs, model, schedule, cond, prompts, x, main, rel
