@@ -1,5 +1,6 @@
 """The command line as a user runs it (in-process via main(), plus one real subprocess)."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -29,6 +30,15 @@ def test_bench_writes_json_with_provenance(tmp_path, capsys):
     assert rec["machine"]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "NO AVX", "ZVECTOR", "VSX", "SVE256")
     assert rec["machine"]["cpu_id"] is None or rec["machine"]["cpu_id"].count("/") == 1
     assert "bench judge" in capsys.readouterr().out
+
+
+def test_bench_without_out_still_keeps_its_record(tmp_path, monkeypatch, capsys):
+    """A long bench run without --out must not end as terminal output only: the record goes to outputs/bench/."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "judge", "--preset", "smoke"]) == 0
+    out = tmp_path / "outputs" / "bench" / "judge-smoke-seed0-seeds1.json"
+    assert json.loads(out.read_text())["bench"] == "judge"
+    assert f"wrote {Path('outputs/bench/judge-smoke-seed0-seeds1.json')}" in capsys.readouterr().out
 
 
 def test_unknown_bench_is_a_clear_error():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from minivid.cli.chapters import UsageError
 from minivid.cli.validate import finite_float, int_arg, positive_int
@@ -20,10 +21,11 @@ def _cmd_bench(args) -> int:
     if args.name == "list":
         print("\n".join(available()))
         return 0
-    record = run_bench(args.name, preset=args.preset, seed=args.seed, out=args.out, seeds=args.seeds)
+    # a record is always written: an hour-long full bench run without --out must not end as terminal output only
+    out = args.out or Path("outputs/bench") / f"{args.name}-{args.preset}-seed{args.seed}-seeds{args.seeds}.json"
+    record = run_bench(args.name, preset=args.preset, seed=args.seed, out=out, seeds=args.seeds)
     print(format_record(record))
-    if args.out:
-        print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -154,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="smoke", choices=["smoke", "full"])
     b.add_argument("--seed", type=int_arg, default=0, help="the first training seed")
     b.add_argument("--seeds", type=positive_int, default=1, help="train and judge the headline model at N seeds")
-    b.add_argument("--out", default=None, help="write the JSON record here (chapters/results/NAME.json for the chapters)")
+    b.add_argument("--out", default=None, help="write the JSON record here (chapters/results/NAME.json for the chapters; "
+                   "default outputs/bench/NAME-PRESET-seedS-seedsN.json)")
 
     x = sub.add_parser("exercises", help="the student copy and per-exercise feedback (export, check, status, hint)",
                        description="export DIR [--chapter N ...] [--force]: write a student copy; check N: grade "
