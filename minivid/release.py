@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from minivid.pipelines.common import RELEASE_DIR, pretrained, pretrained_path
+from minivid.pipelines.common import RELEASE_DIR, pretrained, pretrained_path, training_record
 from minivid.results import RESULTS_DIR
 from minivid.utils import atomic_save, atomic_write, load_checkpoint
 
@@ -34,18 +34,35 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def recorded_figures(name: str, seed: int) -> dict:
+# the figure of each chapter's record that says how many steps its model was trained for: a record of another
+# step count was measured on another recipe's model and says nothing about this release
+STEPS_FIGURE = {"ch02": "clip_steps", "ch03": "train_steps"}
+
+
+def recorded_figures(name: str, seed: int, steps: int | None = None) -> dict:
     """The figures the chapter's recorded bench gives this seed's model: its row of the `seeds` table where the
-    bench ran several seeds, else (seed 0) the record's headline figures; {} if there is no record."""
-    path = RESULTS_DIR / f"{name.split('.')[0]}.json"
+    bench ran several seeds, else (seed 0) the record's headline figures; {} if there is no record, or (steps
+    given) if the record's models were trained for another number of steps."""
+    chapter = name.split('.')[0]
+    path = RESULTS_DIR / f"{chapter}.json"
     if not path.exists():
         return {}
     rec = json.loads(path.read_text())
+    recorded_steps = rec.get("figures", {}).get(STEPS_FIGURE.get(chapter, ""))
+    if steps is not None and recorded_steps is not None and int(recorded_steps) != steps:
+        return {}
     rows = [r for r in rec.get("tables", {}).get("seeds", []) if r.get("seed") == seed]
     if rows:
         return {k: v for k, v in rows[0].items() if k != "seed"}
     figs = rec.get("figures", {})
     return {k: v for k, v in figs.items() if k.startswith("heldout_")} if rec.get("seed") == seed else {}
+
+
+def released_figures(name: str, seed: int, path, steps: int) -> dict:
+    """What is known of a released model: what its training run measured of it (`heldout_*` of its training
+    record, e.g. the text encoder's held-out direction retrieval) and its row of the chapter's recorded bench."""
+    own = {k: v for k, v in training_record(path).items() if k.startswith("heldout_")}
+    return {**own, **recorded_figures(name, seed, steps)}
 
 
 def release(models=RELEASED, progress: bool = True) -> dict:
@@ -62,7 +79,8 @@ def release(models=RELEASED, progress: bool = True) -> dict:
                      "model": weights, "ema": weights, "released": True}, out)   # one copy of the weights, shared
         entries.append({"name": name, "preset": preset, "seed": seed, "file": out.name, "steps": int(ck["step"]),
                         "bytes": out.stat().st_size, "sha256": sha256(out),
-                        "command": COMMANDS.get(name.split(".")[0], ""), "figures": recorded_figures(name, seed)})
+                        "command": COMMANDS.get(name.split(".")[0], ""),
+                        "figures": released_figures(name, seed, path, int(ck["step"]))})
     keep = {e["file"] for e in entries}
     for old in RELEASE_DIR.glob("*.pt"):
         if old.name not in keep:
@@ -114,4 +132,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["MANIFEST", "RELEASED", "release", "manifest", "stale", "forget_installed", "recorded_figures", "sha256"]
+__all__ = ["MANIFEST", "RELEASED", "release", "manifest", "stale", "forget_installed", "recorded_figures",
+           "released_figures", "sha256"]

@@ -82,3 +82,16 @@ def test_demo_train_removes_installed_releases_and_stops_installing(empty_cache,
     gone = release.forget_installed()
     assert sorted(gone) == sorted(paths) and not any(p.exists() for p in paths)
     assert not pretrained_path(*release.RELEASED[0]).exists(), "no longer installed: the model trains here"
+
+
+def test_a_release_carries_no_figures_measured_on_another_recipe(tmp_path, monkeypatch):
+    (tmp_path / "ch02.json").write_text(json.dumps({"seed": 0, "figures": {"clip_steps": 800},
+                                                    "tables": {"seeds": [{"seed": 0, "heldout_color_acc": 1.0}]}}))
+    monkeypatch.setattr(release, "RESULTS_DIR", tmp_path)
+    assert release.recorded_figures("ch02.text_encoder", 0, 800) == {"heldout_color_acc": 1.0}
+    assert release.recorded_figures("ch02.text_encoder", 0, 1200) == {}, "a record of 800 steps is not a 1,200-step model's"
+    ck = tmp_path / "ch02-clip-full-seed0-x.pt"
+    common.write_training_record(ck, {"steps": 1200, "heldout_direction_i2t": 0.99, "train_wall_s": 200.0})
+    assert release.released_figures("ch02.text_encoder", 0, ck, 1200) == {"heldout_direction_i2t": 0.99}
+    assert release.released_figures("ch02.text_encoder", 0, ck, 800) == {"heldout_direction_i2t": 0.99,
+                                                                        "heldout_color_acc": 1.0}
