@@ -39,17 +39,17 @@ def sha256(path: Path) -> str:
 STEPS_FIGURE = {"ch02": "clip_steps", "ch03": "train_steps"}
 
 
-def recorded_figures(name: str, seed: int, steps: int | None = None) -> dict:
+def recorded_figures(name: str, seed: int, steps: int) -> dict:
     """The figures the chapter's recorded bench gives this seed's model: its row of the `seeds` table where the
-    bench ran several seeds, else (seed 0) the record's headline figures; {} if there is no record, or (steps
-    given) if the record's models were trained for another number of steps."""
+    bench ran several seeds, else (seed 0) the record's headline figures; {} if there is no record, or if the
+    record's models were trained for another number of steps than this one's."""
     chapter = name.split('.')[0]
     path = RESULTS_DIR / f"{chapter}.json"
     if not path.exists():
         return {}
     rec = json.loads(path.read_text())
     recorded_steps = rec.get("figures", {}).get(STEPS_FIGURE.get(chapter, ""))
-    if steps is not None and recorded_steps is not None and int(recorded_steps) != steps:
+    if recorded_steps is not None and int(recorded_steps) != steps:
         return {}
     rows = [r for r in rec.get("tables", {}).get("seeds", []) if r.get("seed") == seed]
     if rows:
