@@ -87,7 +87,7 @@ class Ch02Preset:
     eval_samples: int = 256                          # held-out prompts judged per guidance scale
     sample_steps: int = 50                           # DDIM steps
     guidance_scales: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0)
-    guidance: float = 1.0                            # default scale for samples: the full bench's best (see the sweep)
+    guidance: float = 2.0                            # default scale for samples: the full bench's best (see the sweep)
     retrieval_batch: int = 256
     direction_floor: float | None = 0.9              # a trained encoder naming fewer held-out directions is reported
     ablation_steps: int = 1000                       # each arm of the pooled-vector ablation
