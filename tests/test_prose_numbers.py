@@ -38,6 +38,7 @@ from minivid.utils import REPO_ROOT
 CONVERTED = tuple(sorted(p.stem[2:] for p in (REPO_ROOT / "chapters" / "results").glob("ch[0-9][0-9].json")))
 MARK = re.compile(r"<!--\s*fig:(?P<expr>.*?)-->")
 NOT_A_RESULT = "<!-- not-a-result -->"
+SPLIT_MARK = re.compile(r"<!--\s*fig:(?!.*?-->)")     # opened on this line, closed on a later one
 COMMENT = re.compile(r"<!--.*?-->")
 NUMBER = re.compile(r"[ \t]*(?P<num>-?\d{1,3}(?:[ ,\u2009\u202f]\d{3})+(?:\.\d+)?(?!\d)|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
 DECIMAL = re.compile(r"(?<![\w.])(?P<num>\d+\.\d{2,})(?![\w.])")
@@ -129,6 +130,9 @@ def check_markers(text: str, name: str, own: str | None, load) -> list[str]:
         if re.match(r"\s*<!--\s*(?:fig:|not-a-result)", line):
             problems.append(f"{name}:{i}: a marker starts the line; markdown then reads the line as an HTML block "
                             "and breaks the paragraph: move the word before it onto this line")
+        if SPLIT_MARK.search(line):
+            problems.append(f"{name}:{i}: a marker is split across lines, so its number is never checked: keep "
+                            "`<!-- fig:EXPR -->` and its number on one line")
         for m in MARK.finditer(line):
             where = f"{name}:{i}: `{m.group(0)}`"
             n = NUMBER.match(line, m.end())
@@ -232,6 +236,7 @@ def test_a_marked_number_must_equal_the_recorded_value_at_its_written_precision(
     ("see <!-- fig:__import__('os') -->1", "is not allowed in a marker"),
     ("see <!-- fig:acc) -->1", "is not an expression"),
     ("  <!-- fig:acc -->0.96 starts a line", "a marker starts the line"),
+    ("see <!-- fig:acc\n  -->0.5, split", "split across lines"),
 ])
 def test_a_broken_marker_is_reported_with_its_line(demo, text, what):
     problems = demo("prose\n" + text)
