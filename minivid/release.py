@@ -2,17 +2,21 @@
 
     python -m minivid.release          # (re)write weights/ from the cached models (training what is missing)
 
-A release is a model's finished training checkpoint with the optimiser state and history dropped (its EMA weights,
-its step and training config: a few MB in all), named exactly as the cache names the checkpoint,
-`<chapter>-<what>-<preset>-seed<seed>-<key>.pt`. The key hashes the recipe, the data version and the chapter's
+Which models: those the demo chapter's generate loads (`ChapterCLI.models` of `cli.chapters.demo_chapter`)
+and every model their cache keys name (`demo_models`): no list to keep by hand. A release is a model's finished
+training checkpoint with the optimiser state and history dropped (its EMA weights, its step and training config),
+named exactly as the cache names the checkpoint, `<chapter>-<what>-<preset>-seed<seed>-<key>.pt`; a tensor that an
+earlier release already holds bit for bit (chapter 04's frozen copy of chapter 02's U-Net) is stored as a reference
+to it, so the demo's models cost a few MB. The key hashes the recipe, the data version and the chapter's
 MODEL_VERSION, so a release can only ever stand in for the model its recipe would train: `common.checkpoint_path`
-copies it into the cache when the cache has none, and a changed recipe simply no longer finds it (then the model
-trains, and `stale()` says why). `weights/RELEASED.json` records, per model, the file, its sha256, the command that
-trained it and the judged figures its seed reached in the chapter's recorded bench.
+installs it into the cache when the cache has none (`utils.install_release`), and a changed recipe simply no longer
+finds it (then the model trains, and `stale()` says why). `weights/RELEASED.json` records, per model, the file, its
+sha256, the command that trained it and the judged figures its seed reached in the chapter's recorded bench.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from datetime import datetime, timezone
@@ -20,23 +24,40 @@ from pathlib import Path
 
 import torch
 
-from minivid.pipelines.common import RELEASE_DIR, pretrained, pretrained_path, training_record
+from minivid.cli.chapters import chapter_cli, demo_chapter
+from minivid.pipelines.common import RELEASE_DIR, pretrained, pretrained_path, record_lookups, training_record
 from minivid.results import RESULTS_DIR
-from minivid.utils import atomic_save, atomic_write, load_checkpoint
+from minivid.utils import atomic_save, atomic_write, load_checkpoint, shared_weights
 
 MANIFEST = RELEASE_DIR / "RELEASED.json"
-# (model name, preset, seed): what `python -m minivid demo` loads - chapter 02's text encoder and chapter 03's model
-RELEASED = (("ch02.text_encoder", "full", 0), ("ch03.video", "full", 0))
-COMMANDS = {"ch02": "python -m minivid train ch02 --preset full", "ch03": "python -m minivid train ch03 --preset full"}
+# the figure of a model's chapter record that says how many steps its models were trained for: a record of another
+# step count was measured on another recipe's model and says nothing about this release (a model not named here
+# is not checked)
+STEPS_FIGURE = {"ch02.text_encoder": "clip_steps", "ch02.t2i": "unet_steps", "ch03.video": "train_steps"}
+
+
+def demo_models(preset: str = "full", seed: int = 0) -> list[tuple[str, str, int]]:
+    """(name, preset, seed) of every model `python -m minivid demo` loads: the models the demo chapter's generate
+    loads (`ChapterCLI.models`) and each model their cache keys name (a frozen image model...), sorted, so the
+    upstream models come first."""
+    ch = demo_chapter()
+    spec = chapter_cli(ch, "generate")
+    if not spec.models:
+        raise ValueError(f"the demo's chapter {ch} names no models to release (ChapterCLI.models)")
+    with record_lookups(seeds=True) as asked:
+        for name in spec.models:
+            pretrained_path(name, preset, seed)
+    return sorted(asked)
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-# the figure of each chapter's record that says how many steps its model was trained for: a record of another
-# step count was measured on another recipe's model and says nothing about this release
-STEPS_FIGURE = {"ch02": "clip_steps", "ch03": "train_steps"}
+def train_command(name: str, preset: str, seed: int) -> str:
+    """The command that trains a model: its chapter's own `train_command` (+ the seed where it is not 0)."""
+    chapter = importlib.import_module(f"minivid.pipelines.{name.split('.')[0]}")
+    return chapter.train_command(preset) + (f" --seed {seed}" if seed else "")
 
 
 def recorded_figures(name: str, seed: int, steps: int) -> dict:
@@ -48,7 +69,7 @@ def recorded_figures(name: str, seed: int, steps: int) -> dict:
     if not path.exists():
         return {}
     rec = json.loads(path.read_text())
-    recorded_steps = rec.get("figures", {}).get(STEPS_FIGURE.get(chapter, ""))
+    recorded_steps = rec.get("figures", {}).get(STEPS_FIGURE.get(name, ""))
     if recorded_steps is not None and int(recorded_steps) != steps:
         return {}
     rows = [r for r in rec.get("tables", {}).get("seeds", []) if r.get("seed") == seed]
@@ -65,21 +86,24 @@ def released_figures(name: str, seed: int, path, steps: int) -> dict:
     return {**own, **recorded_figures(name, seed, steps)}
 
 
-def release(models=RELEASED, progress: bool = True) -> dict:
-    """Write every model's release and the manifest (removing releases no longer listed); returns the manifest."""
+def release(models=None, progress: bool = True) -> dict:
+    """Write every model's release (default: `demo_models()`) and the manifest (removing releases no longer
+    listed); returns the manifest. A tensor bit-for-bit equal to one an earlier release of the list holds is stored
+    once (`utils.shared_weights`), and installing the release reads it from there (`utils.install_release`)."""
     RELEASE_DIR.mkdir(exist_ok=True)
-    entries = []
-    for name, preset, seed in models:
+    entries, seen = [], {}
+    for name, preset, seed in demo_models() if models is None else models:
         pretrained(name, preset, seed, progress=progress)               # the cached model, trained first if absent
         path = pretrained_path(name, preset, seed)
         ck = load_checkpoint(path)
-        weights = ck["ema"] if ck.get("ema") is not None else ck["model"]
         out = RELEASE_DIR / path.name
+        weights, shared = shared_weights(ck["ema"] if ck.get("ema") is not None else ck["model"], seen, out.name)
         atomic_save({"format": ck["format"], "step": ck["step"], "train_config": ck.get("train_config"),
-                     "model": weights, "ema": weights, "released": True}, out)   # one copy of the weights, shared
+                     "model": weights, "ema": weights, "shared": shared, "released": True},
+                    out)                                                # one copy of the weights, shared
         entries.append({"name": name, "preset": preset, "seed": seed, "file": out.name, "steps": int(ck["step"]),
-                        "bytes": out.stat().st_size, "sha256": sha256(out),
-                        "command": COMMANDS.get(name.split(".")[0], ""),
+                        "bytes": out.stat().st_size, "sha256": sha256(out), "shared": len(shared),
+                        "command": train_command(name, preset, seed),
                         "figures": released_figures(name, seed, path, int(ck["step"]))})
     keep = {e["file"] for e in entries}
     for old in RELEASE_DIR.glob("*.pt"):
@@ -113,7 +137,7 @@ def forget_installed() -> list[Path]:
     gone = []
     for e in manifest()["models"]:
         path = pretrained_path(e["name"], e["preset"], e["seed"])
-        if path.exists() and sha256(path) == e["sha256"]:
+        if path.exists() and load_checkpoint(path).get("released"):
             path.unlink()
             gone.append(path)
     return gone
@@ -132,5 +156,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["MANIFEST", "RELEASED", "release", "manifest", "stale", "forget_installed", "recorded_figures",
-           "released_figures", "sha256"]
+__all__ = ["MANIFEST", "demo_models", "train_command", "release", "manifest", "stale", "forget_installed",
+           "recorded_figures", "released_figures", "sha256"]

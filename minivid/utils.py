@@ -13,6 +13,7 @@ Checkpoints and caches are written so that nothing a learner does loses work:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import sys
@@ -244,3 +245,37 @@ def check_same_config(path, stored: dict | None, now: dict, fields, retrain_cmd:
         raise CheckpointError(
             f"cannot resume {path}: it was trained with another recipe ({'; '.join(diffs)}); resuming would mix "
             f"two recipes. To continue it, train with its values; to start over with the new ones, delete it{again}.")
+
+
+# ----------------------------------------------------------------------------- released checkpoints
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """A tensor's content as a hash (dtype, shape and bytes): equal digests, bit-for-bit equal tensors."""
+    t = t.detach().contiguous().cpu()
+    return hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def shared_weights(weights: dict, seen: dict, file: str) -> tuple[dict, dict]:
+    """Split a release's weights into (kept, shared): a tensor bit-for-bit equal to one an earlier release holds
+    (`seen`: digest -> (file, key), which this call extends with `file`'s own tensors) is stored as a reference
+    [file, key] instead (chapter 04's frozen copy of chapter 02's U-Net costs nothing twice)."""
+    digests = {k: tensor_digest(t) for k, t in weights.items()}
+    shared = {k: list(seen[d]) for k, d in digests.items() if d in seen}
+    kept = {k: t for k, t in weights.items() if k not in shared}
+    for k in kept:
+        seen.setdefault(digests[k], (file, k))
+    return kept, shared
+
+
+def install_release(src: Path, dst: Path) -> None:
+    """Write the released checkpoint `src` (see `minivid.release`) to `dst` as an ordinary finished checkpoint:
+    its "shared" references are read from the sibling releases they name. The caller holds `dst`'s lock."""
+    ck = load_checkpoint(src)
+    shared = ck.pop("shared", None) or {}
+    weights, others = dict(ck["model"]), {}
+    for key, (file, there) in shared.items():
+        if file not in others:
+            others[file] = load_checkpoint(Path(src).parent / file)["model"]
+        weights[key] = others[file][there]
+    ck["model"] = ck["ema"] = weights
+    atomic_write(dst, lambda f: torch.save(ck, f))

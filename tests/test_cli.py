@@ -95,3 +95,18 @@ def test_bench_demo_times_each_run_in_a_fresh_cache_and_names_a_failing_command(
     with pytest.raises(RuntimeError, match=r"demo --preset nope .*failed \(exit 2\).*invalid choice"):
         bench_demo.timed_demo(tmp_path / "home", (), "nope", tmp_path / "x.gif")
     assert not (tmp_path / "home").exists(), "nothing was cached by a failed command"
+
+
+def test_generate_without_model_samples_the_demos_chapter(tmp_path, monkeypatch):
+    """`generate` and `demo` run the same model unless --model says otherwise."""
+    from minivid.cli import video
+    from minivid.cli.chapters import demo_chapter
+    asked = []
+
+    def stop(ch, need):
+        asked.append(ch)
+        raise video.UsageError("stopped before any model is loaded")
+    monkeypatch.setattr(video, "chapter_cli", stop)
+    assert main(["generate", "a red circle", "--out", str(tmp_path / "x.gif")]) == 2            # the usage error
+    assert main(["generate", "a red circle", "--model", "3", "--out", str(tmp_path / "x.gif")]) == 2
+    assert asked == [demo_chapter(), "ch03"]

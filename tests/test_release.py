@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from minivid import release
+from minivid import release, utils
+from minivid.cli.chapters import chapter_cli, demo_chapter
 from minivid.pipelines import common
 from minivid.pipelines.common import pretrained, pretrained_path
 from minivid.train import TrainConfig, train
@@ -21,9 +22,37 @@ def empty_cache(tmp_path, monkeypatch):
 def test_the_manifest_lists_what_the_demo_loads():
     m = release.manifest()
     got = [(e["name"], e["preset"], e["seed"]) for e in m["models"]]
-    assert got == list(release.RELEASED), "run `python -m minivid.release` after changing RELEASED"
+    assert got == release.demo_models(), "the demo's models changed: run `python -m minivid.release`"
     for e in m["models"]:
         assert e["figures"], f"{e['name']}: the judged figures of the released model are recorded"
+        assert e["command"].startswith(f"python -m minivid train {e['name'].split('.')[0]} --preset {e['preset']}")
+
+
+def test_the_demo_chapter_declares_every_model_its_generate_loads():
+    """`ChapterCLI.models` is what gets released: the demo chapter's generate (smoke preset) loads nothing else."""
+    spec = chapter_cli(demo_chapter(), "generate")
+    with common.record_lookups(seeds=True) as asked:
+        spec.generate(["a big red circle moving to the left"], preset="smoke", seed=0, steps=2, guidance=None,
+                      frames=None)
+    declared = {pretrained_path(*m).name for m in release.demo_models("smoke")}
+    assert {pretrained_path(*m).name for m in asked} <= declared, (asked, declared)
+
+
+def test_a_release_stores_a_tensor_another_release_holds_once_and_installs_whole(tmp_path):
+    base = {"w": torch.randn(3, 2), "b": torch.zeros(2)}
+    grown = {"w": base["w"].clone(), "b": torch.ones(2), "t": torch.zeros(2)}   # w: a frozen copy; t equals base's b
+    seen = {}
+    kept, shared = utils.shared_weights(base, seen, "base.pt")
+    assert kept.keys() == base.keys() and not shared
+    kept, shared = utils.shared_weights(grown, seen, "grown.pt")
+    assert kept.keys() == {"b"} and shared == {"w": ["base.pt", "w"], "t": ["base.pt", "b"]}
+    head = {"format": "minivid-train-v1", "step": 1, "released": True}
+    torch.save({**head, "model": base, "ema": base}, tmp_path / "base.pt")
+    torch.save({**head, "model": kept, "ema": kept, "shared": shared}, tmp_path / "grown.pt")
+    utils.install_release(tmp_path / "grown.pt", tmp_path / "cache" / "grown.pt")
+    ck = load_checkpoint(tmp_path / "cache" / "grown.pt")
+    assert "shared" not in ck and ck["released"] and ck["model"].keys() == grown.keys()
+    assert all(torch.equal(ck["model"][k], grown[k]) and torch.equal(ck["ema"][k], grown[k]) for k in grown)
 
 
 @pytest.mark.parametrize("entry", release.manifest()["models"], ids=lambda e: e["name"])
@@ -39,14 +68,22 @@ def test_each_release_is_todays_recipe(entry):
 
 
 def test_a_fresh_cache_installs_and_loads_the_releases_without_training(empty_cache, monkeypatch):
-    def no_training(*a, **k):
-        raise AssertionError("a released model was trained instead of loaded")
-    monkeypatch.setattr(common, "train", no_training)
+    real_train = common.train
+
+    def load_only(model, loss_fn, batch_fn, cfg, **k):            # train() loads a finished checkpoint, trains nothing
+        if not common.is_finished(cfg.ckpt_path, cfg.steps):
+            raise AssertionError("a released model was trained instead of loaded")
+        return real_train(model, loss_fn, batch_fn, cfg, **k)
+    monkeypatch.setattr(common, "train", load_only)
     assert not release.stale()
-    for name, preset, seed in release.RELEASED:
+    for name, preset, seed in release.demo_models():
         path = pretrained_path(name, preset, seed)
         assert path.parent == empty_cache and path.exists(), "installed into the (empty) cache on first use"
-        assert path.read_bytes() == (common.RELEASE_DIR / path.name).read_bytes()
+        installed, shipped = load_checkpoint(path), load_checkpoint(common.RELEASE_DIR / path.name)
+        for key, (file, there) in shipped.get("shared", {}).items():    # stored once, in the release it names
+            shipped["model"][key] = load_checkpoint(common.RELEASE_DIR / file)["model"][there]
+        assert installed["model"].keys() == shipped["model"].keys() and installed["step"] == shipped["step"]
+        assert all(torch.equal(installed["model"][k], t) for k, t in shipped["model"].items())
         pretrained(name, preset, seed, progress=False)                 # loads; never reaches train()
     tok, enc = pretrained("ch02.text_encoder", "full", progress=False)
     assert enc(*tok.encode(["a big red circle"]))[1].shape[0] == 1
@@ -77,11 +114,15 @@ def test_a_release_cannot_be_resumed_short_of_its_steps(tmp_path):
 
 def test_demo_train_removes_installed_releases_and_stops_installing(empty_cache, monkeypatch):
     monkeypatch.delenv("MINIVID_NO_RELEASES", raising=False)          # restored (absent) after the test
-    paths = [pretrained_path(n, p, s) for n, p, s in release.RELEASED]  # installed
+    models = release.demo_models()
+    paths = [pretrained_path(*m) for m in models]                   # installed
     assert all(p.exists() for p in paths)
+    ck = load_checkpoint(paths[0])
+    ck["released"] = False                                          # as if trained here: kept
+    torch.save(ck, paths[0])
     gone = release.forget_installed()
-    assert sorted(gone) == sorted(paths) and not any(p.exists() for p in paths)
-    assert not pretrained_path(*release.RELEASED[0]).exists(), "no longer installed: the model trains here"
+    assert sorted(gone) == sorted(paths[1:]) and paths[0].exists() and not any(p.exists() for p in paths[1:])
+    assert not pretrained_path(*models[1]).exists(), "no longer installed: the model trains here"
 
 
 def test_a_release_carries_no_figures_measured_on_another_recipe(tmp_path, monkeypatch):

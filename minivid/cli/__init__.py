@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
     g.add_argument("--guidance", type=finite_float, default=None, help="classifier-free guidance scale")
     g.add_argument("--frames", type=positive_int, default=None)
-    g.add_argument("--model", default="ch03", help="which chapter's model (e.g. ch03)")
+    g.add_argument("--model", default=None, help="which chapter's model, e.g. ch03 (default: the demo's)")
     g.add_argument("--stages", default=None, help="ch05: stop the cascade early, e.g. base,tsr")
     g.add_argument("--preset", default="full", choices=["smoke", "full"])
 

@@ -124,7 +124,9 @@ def _render_matching(labels: dict, n: int, size: int, frames: int, seed: int) ->
 def generate(args) -> int:
     from minivid.viz import save_video
 
-    ch = chapter_name(args.model)
+    ch = chapter_name(args.model) if args.model else demo_chapter()
+    if ch is None:
+        raise UsageError("no chapter has a text-to-video model yet; give --model")
     spec = chapter_cli(ch, "generate")
     prompt = prompt_text(args.prompt)
     out = output_video(args.out)

@@ -322,6 +322,7 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
 
 
 CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(1, 32), demo_rank=3,
+                 models=("ch02.text_encoder", "ch03.video"),
                  summary="Video Diffusion Models: a factorised space-time 3-D U-Net, joint image-video training")
 
 __all__ = ["VideoRecipe", "Ch03Preset", "PRESETS", "get_preset", "checkpoint_path", "load_conditioner",

@@ -374,8 +374,8 @@ def cli_check(*, preset: str = "full", stages=STAGES, frames: int | None = None)
     return stages
 
 
-# demo_rank 0 until the cascade beats chapter 03 in a recorded bench and its weights are released: from a fresh
-# clone it trains four models (about 21 minutes on 2 cores) before the first clip
+# demo_rank 0 until the cascade beats chapter 04 (the demo's model) in a recorded bench and its weights are released;
+# its record misses flicker and is below chapter 04's shape and consistency at the worst seed
 CLI = ChapterCLI(train=cli_train, generate=cli_generate, check=cli_check, frames=(8, 16), demo_rank=0,
                  summary="Imagen Video: a cascade of base, temporal and spatial super-resolution diffusion models")
 

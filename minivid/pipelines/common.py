@@ -50,6 +50,7 @@ from minivid.utils import (
     atomic_write,
     cache_dir,
     file_lock,
+    install_release,
     load_checkpoint,
     make_generator,
     unfinished_checkpoint_error,
@@ -78,7 +79,7 @@ def checkpoint_path(chapter: str, what: str, preset_name: str, seed: int, *parts
     if released.exists() and not path.exists() and not os.environ.get("MINIVID_NO_RELEASES"):
         with file_lock(path, f"installing the released {path.name}"):
             if not path.exists():
-                atomic_write(path, lambda f: f.write(released.read_bytes()))
+                install_release(released, path)
     return path
 
 RELEASE_DIR = REPO_ROOT / "weights"      # released checkpoints (`minivid.release`), named as the cache names them
@@ -328,22 +329,24 @@ def _provider(name: str) -> Provider:
     return _PROVIDERS[name]
 
 
-_LOOKUPS: list[set] = []                 # the open `record_lookups` blocks' sets
+_LOOKUPS: list[tuple[set, bool]] = []     # the open `record_lookups` blocks' sets (and whether they note seeds)
 
 
 @contextlib.contextmanager
-def record_lookups():
-    """Yield a set of the earlier chapters' models asked for by name inside: {"ch02.text_encoder (full)", ...}."""
-    _LOOKUPS.append(asked := set())
+def record_lookups(seeds: bool = False):
+    """Yield a set of the earlier chapters' models asked for by name inside: {"ch02.text_encoder (full)", ...};
+    with seeds, as (name, preset, seed) tuples: {("ch02.text_encoder", "full", 0), ...}."""
+    _LOOKUPS.append(entry := (set(), seeds))
     try:
-        yield asked
+        yield entry[0]
     finally:
-        _LOOKUPS.remove(asked)
+        _LOOKUPS.remove(entry)
 
 
-def _noted(name: str, preset) -> None:
-    for asked in _LOOKUPS:
-        asked.add(f"{name} ({getattr(preset, 'name', preset)})")
+def _noted(name: str, preset, seed: int) -> None:
+    preset = getattr(preset, "name", preset)
+    for asked, seeds in _LOOKUPS:
+        asked.add((name, preset, seed) if seeds else f"{name} ({preset})")
 
 
 def pretrained(name: str, preset="full", seed: int = 0, progress: bool = True):
@@ -351,13 +354,13 @@ def pretrained(name: str, preset="full", seed: int = 0, progress: bool = True):
 
     Loads it from the cache, training it first (with a progress bar) when absent.
     """
-    _noted(name, preset)
+    _noted(name, preset, seed)
     return _provider(name).load(preset, seed=seed, progress=progress)
 
 
 def pretrained_path(name: str, preset="full", seed: int = 0) -> Path:
     """Where `pretrained(name, preset, seed)` is cached: later chapters put its name into their own keys."""
-    _noted(name, preset)
+    _noted(name, preset, seed)
     p = _provider(name)
     if p.path is None:
         raise KeyError(f"{name!r} has no checkpoint path")
@@ -374,8 +377,9 @@ class ChapterCLI:
     **options) -> clips (B, 3, T, H, W) in [-1, 1], where `seed` picks the sampling noise only (the model is
     the preset's trained one). check(preset=, frames=, **options): raises ValueError on options the chapter
     cannot honour, before any work (e.g. ch05's stages). frames: the (min, max) clip lengths generate
-    supports. demo_rank: the demo runs the chapter with the highest rank (0 = never). variants: {name: preset ->
-    preset}, other models of the chapter that train and generate through the same train/generate and are ranked
+    supports. demo_rank: the demo runs the chapter with the highest rank (0 = never). models: the names (`provides`)
+    of the models generate loads; the demo chapter's, with every model their keys name, are what `minivid.release`
+    ships. variants: {name: preset -> preset}, other models of the chapter that train and generate through the same train/generate and are ranked
     on their own by the course leaderboard (`minivid.bench.leaderboard`), e.g. chapter 08's pixel-space DiT.
     """
     train: Callable
@@ -383,6 +387,7 @@ class ChapterCLI:
     check: Callable | None = None
     frames: tuple[int, int] = (1, 32)
     demo_rank: int = 0
+    models: tuple[str, ...] = ()
     summary: str = ""
     variants: dict[str, Callable] | None = None
 
