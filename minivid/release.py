@@ -38,8 +38,8 @@ STEPS_FIGURE = {"ch02.text_encoder": "clip_steps", "ch02.t2i": "unet_steps", "ch
 
 def demo_models(preset: str = "full", seed: int = 0) -> list[tuple[str, str, int]]:
     """(name, preset, seed) of every model `python -m minivid demo` loads: the models the demo chapter's generate
-    loads (`ChapterCLI.models`) and each model their cache keys name (a frozen image model...), sorted, so the
-    upstream models come first."""
+    loads (`ChapterCLI.models`) and each model their cache keys name (a frozen image model...), sorted by name
+    (so by chapter: an earlier chapter's model first)."""
     ch = demo_chapter()
     spec = chapter_cli(ch, "generate")
     if not spec.models:

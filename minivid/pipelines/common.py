@@ -379,8 +379,9 @@ class ChapterCLI:
     cannot honour, before any work (e.g. ch05's stages). frames: the (min, max) clip lengths generate
     supports. demo_rank: the demo runs the chapter with the highest rank (0 = never). models: the names (`provides`)
     of the models generate loads; the demo chapter's, with every model their keys name, are what `minivid.release`
-    ships. variants: {name: preset -> preset}, other models of the chapter that train and generate through the same train/generate and are ranked
-    on their own by the course leaderboard (`minivid.bench.leaderboard`), e.g. chapter 08's pixel-space DiT.
+    ships. variants: {name: preset -> preset}, other models of the chapter that train and generate through the same
+    train/generate and are ranked on their own by the course leaderboard (`minivid.bench.leaderboard`), e.g. chapter
+    08's pixel-space DiT.
     """
     train: Callable
     generate: Callable | None = None
