@@ -130,8 +130,8 @@ def test_generate_seed_picks_the_noise_and_never_trains(tmp_path, monkeypatch, c
     outs = []
     for seed in (0, 7):
         out = tmp_path / f"s{seed}.gif"
-        assert main(["generate", "a big red circle moving to the right", "--preset", "smoke", "--steps", "2",
-                     "--seed", str(seed), "--out", str(out)]) == 0
+        assert main(["generate", "a big red circle moving to the right", "--model", "ch03", "--preset", "smoke",
+                     "--steps", "2", "--seed", str(seed), "--out", str(out)]) == 0
         outs.append(out.read_bytes())
     assert outs[0] != outs[1], "another seed, another sample from the same model"
 
@@ -143,7 +143,7 @@ class _Boom(Exception):
 @pytest.mark.parametrize("argv,msg", [
     (["generate", "a red circle", "--out", "clip.txt"], "must end in .gif or .mp4"),
     (["generate", "a red circle", "--out", "/proc/nope/clip.gif"], "cannot write"),
-    (["generate", "a red circle", "--frames", "99"], "1 to 32 frames"),
+    (["generate", "a red circle", "--model", "ch03", "--frames", "99"], "1 to 32 frames"),
     (["generate", "", "--out", "x.gif"], "prompt is empty"),
     (["generate", "a red circle", "--model", "ch01"], "no text-to-video generator"),
     (["generate", "a red circle", "--model", "chapter-three"], "is not a chapter"),
@@ -219,7 +219,7 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_by_generate(tmp_path, m
     saved = path.read_bytes()
     try:
         torch.save(bad, path)
-        assert main(["generate", "a red circle", "--preset", "smoke", "--steps", "1",
+        assert main(["generate", "a red circle", "--model", "ch03", "--preset", "smoke", "--steps", "1",
                      "--out", str(tmp_path / "x.gif")]) == 1
         err = capsys.readouterr().err
         assert "non-finite weights" in err and not (tmp_path / "x.gif").exists()
