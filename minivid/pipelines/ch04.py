@@ -380,8 +380,7 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
                           frames=frames)
 
 
-# the demo's chapter: its recorded bench beats chapter 03's at the worst seed on every judged figure (section 5)
-CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_rank=4,
+CLI = ChapterCLI(train=cli_train, generate=cli_generate, frames=(2, 32), demo_rank=4,  # the demo's: beats ch03 (§5)
                  models=("ch02.text_encoder", "ch04.video"),
                  summary="Make-A-Video: temporal layers on the frozen ch02 image model, from unlabelled video")
 
