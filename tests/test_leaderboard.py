@@ -245,6 +245,7 @@ def test_plot_marks_equal_budget_points_and_recorded_full_recipes(tmp_path):
     assert pts["ch04:budget"] == ([15.0], [0.25]), "no recorded minutes: the estimate"
     right_pts = {ln.get_gid(): list(ln.get_ydata()) for ln in right.lines if ln.get_gid()}
     assert right_pts["ch03:full"] == [pytest.approx(0.875)] and right_pts["ch08-pixel:budget"] == [0.3]
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["ch03", "ch04", "ch08-pixel"], "entries named"
 
 
 # ----------------------------------------------------------------------------- the smoke bench

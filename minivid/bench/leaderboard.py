@@ -306,6 +306,7 @@ def plot(record: dict, results_dir=RESULTS_DIR) -> Figure:
     Left: motion-direction accuracy; right: the mean of the colour, shape, size and motion accuracies."""
     fig = Figure(figsize=(10, 4.2))
     axes = fig.subplots(1, 2)
+    names = []                                   # a legend, not labels by the points: near 1.0 they overlap
     for i, row in enumerate(record["tables"]["leaderboard"]):
         colour, name = f"C{i % 10}", row["model"]
         budget = (row["train min"] if row["train min"] is not None else row["est. train min"],
@@ -316,7 +317,7 @@ def plot(record: dict, results_dir=RESULTS_DIR) -> Figure:
             if full is not None:
                 ax.plot([full[0]], [full[k]], "o", color=colour, mfc="none", ms=8, gid=f"{name}:full")
                 ax.plot([budget[0], full[0]], [budget[k], full[k]], ":", color=colour, lw=1)
-            ax.annotate(name, (budget[0], budget[k]), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        names.append(Line2D([], [], marker="o", ls="", color=colour, label=name))
     budget_min = record["figures"].get("budget_minutes")
     for ax, label in zip(axes, ("held-out motion accuracy", "mean of colour, shape, size, motion accuracy")):
         ax.set_xlabel("training minutes (own trainings; upstream models not counted)")
@@ -325,6 +326,7 @@ def plot(record: dict, results_dir=RESULTS_DIR) -> Figure:
         ax.grid(alpha=0.3)
     marks = [Line2D([], [], marker="o", ls="", color="k", label=f"equal budget ({budget_min:g} min)"),
              Line2D([], [], marker="o", ls="", color="k", mfc="none", label="the chapter's full recipe")]
+    axes[0].legend(handles=names, fontsize=8, loc="lower right")
     axes[1].legend(handles=marks, fontsize=8, loc="lower right")
     fig.suptitle(f"The course leaderboard: {len(record['tables']['leaderboard'])} text-to-video models, "
                  f"{record['figures'].get('prompts')} held-out prompts")
