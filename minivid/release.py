@@ -98,8 +98,9 @@ def release(models=None, progress: bool = True) -> dict:
         ck = load_checkpoint(path)
         out = RELEASE_DIR / path.name
         weights, shared = shared_weights(ck["ema"] if ck.get("ema") is not None else ck["model"], seen, out.name)
-        atomic_save({"format": ck["format"], "step": ck["step"], "train_config": ck.get("train_config"),   # one
-                     "model": weights, "ema": weights, "shared": shared, "released": True}, out)   # copy, shared
+        # one copy of the weights, as both model and EMA; tensors another release holds are references
+        atomic_save({"format": ck["format"], "step": ck["step"], "train_config": ck.get("train_config"),
+                     "model": weights, "ema": weights, "shared": shared, "released": True}, out)
         entries.append({"name": name, "preset": preset, "seed": seed, "file": out.name, "steps": int(ck["step"]),
                         "bytes": out.stat().st_size, "sha256": sha256(out), "shared": len(shared),
                         "command": train_command(name, preset, seed),
