@@ -252,8 +252,9 @@ def _train(model, loss_fn, batch_fn, cfg, eval_fn, params, device, rank, world, 
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    bar = tqdm(total=cfg.steps, initial=min(state.step, cfg.steps), desc=cfg.desc,
-               disable=not cfg.progress or rank != 0, dynamic_ncols=True, leave=True)
+    # no bar for a finished checkpoint that is only being loaded: a "100% 2000/2000" line reads as if it had trained
+    bar = tqdm(total=cfg.steps, initial=min(state.step, cfg.steps), desc=cfg.desc, dynamic_ncols=True, leave=True,
+               disable=not cfg.progress or rank != 0 or state.step >= cfg.steps)
     model.train()
     running = None
     before, t_loop = state.wall_s, time.perf_counter()

@@ -44,6 +44,18 @@ def test_resume_after_hard_kill_is_exact(tmp_path):
     assert resumed.history == straight.history
 
 
+def test_progress_bar_shows_training_not_loading(tmp_path, capsys):
+    """A run that trains shows its bar; loading the finished checkpoint again shows none (a "100% 20/20" line
+    would read as if it had trained), and extending it to more steps shows the bar again from where it was."""
+    ckpt = str(tmp_path / "run.pt")
+    train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(ckpt, 20, progress=True, desc="toy"))
+    assert "20/20" in capsys.readouterr().err
+    again = train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(ckpt, 20, progress=True, desc="toy"))
+    assert again.step == 20 and "toy" not in capsys.readouterr().err
+    more = train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(ckpt, 25, progress=True, desc="toy"))
+    assert more.step == 25 and "25/25" in capsys.readouterr().err
+
+
 def test_training_reduces_loss_and_is_seeded():
     a = train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(None, 60))
     b = train(W.toy_model(), W.loss_fn, W.batch_fn, W.config(None, 60))
