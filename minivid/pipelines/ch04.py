@@ -374,8 +374,8 @@ def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, ste
     p, (model, schedule, cond) = get_preset(preset), load_video_model(preset, seed=0)
     heard = prior_captions(list(prompts), p.video, p.prior, progress=False)
     for said, h in sorted(set(zip(prompts, heard))) if p.prior else ():
-        print(f"ch04: the unlabelled-video model hears {h!r} for {said!r} (its prior; the motion is the one its "
-              "words name: no clip it saw said how things move)")
+        print(f"ch04: {said!r} -> the model, trained on uncaptioned clips, is told the appearance {h!r}"
+              + (" and the motion its words name (its prior)" if p.video.motion_cue else ""))
     return sample_prompts(model, schedule, cond, list(prompts), p, seed=seed, steps=steps, guidance=guidance,
                           frames=frames)
 
