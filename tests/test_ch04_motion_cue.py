@@ -89,6 +89,9 @@ def test_prior_motion_reads_the_prompts_words_and_draws_a_world_motion_where_non
     same += ["a red circle"] * 201
     assert torch.equal(v, ch04.prior_motion(same, frames=8, seed=0)), "the draw is the seed's"
     assert not torch.equal(v, ch04.prior_motion(same, frames=8, seed=1))
+    typo = ch04.prior_motion(["a big red cirlce moving to the left slowly"] + ["a circle moving up and down"] * 50, 8)
+    assert torch.equal(typo[0], v[0]), "a misspelt word does not lose the motion the prompt names"
+    assert len(set(map(tuple, typo[1:].tolist()))) > 2, "two directions name none: world motions are drawn"
 
 
 def test_along_path_holds_still_what_moves_at_the_motion_given_against_a_float64_roll():

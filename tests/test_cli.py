@@ -62,12 +62,18 @@ def test_unknown_chapter_is_a_clear_error(capsys):
     assert "no chapter 'ch42'" in capsys.readouterr().err
 
 
-def test_report_on_a_prompt_with_unknown_words_judges_without_expectations():
+def test_report_checks_the_words_it_knows_and_never_calls_an_unreadable_prompt_a_match():
+    """Unknown words are left out (the tokenizer has warned), the rest is still checked; a prompt with nothing the
+    judge can check is said to be so, not 'MATCHES' (it was, for 'a purple elephant dancing')."""
     from minivid.cli.video import judge_report
 
     b = sample_batch(1, kind="video_text", size=16, frames=8, generator=torch.Generator().manual_seed(3))
-    line = judge_report(b["x"], ["a small blue squre sliding left"])[0]
-    assert "WRONG" not in line and "color=" in line
+    assert b["captions"][0] == "a big crimson ball sliding to the right quickly"        # what the clip shows
+    right, wrong, none = judge_report(b["x"].expand(3, -1, -1, -1, -1), [
+        "a big crimson bal sliding to the right", "a smal blue ball sliding to the right", "a purple elephant dancing"])
+    assert "MATCHES the prompt" in right and "color=red ok" in right and "shape=circle," in right   # 'bal': unchecked
+    assert "does not match" in wrong and "color=red WRONG (asked blue)" in wrong and "size=big," in wrong
+    assert "nothing to check" in none and "MATCHES" not in none and "WRONG" not in none
 
 
 def test_corrupt_model_file_is_a_clear_message_not_a_traceback(tmp_path, monkeypatch, capsys):

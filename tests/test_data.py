@@ -237,6 +237,18 @@ def test_captions_are_closed_parseable_and_match_labels():
         parse_caption("a big red hexagon")
 
 
+def test_parse_caption_can_skip_the_words_it_does_not_know():
+    """A typed prompt (`unknown="skip"`) keeps the words the world knows; a caption (the default) is strict."""
+    want = {"color": COLORS.index("red"), "shape": -1, "size": -1, "direction": DIRECTIONS.index("up"), "speed": -1}
+    assert parse_caption("a red elefant moving up", unknown="skip") == want
+    with pytest.raises(ValueError, match="not in the Shapes World vocabulary"):
+        parse_caption("a red elefant moving up")
+    with pytest.raises(ValueError, match="two values of direction"):
+        parse_caption("a red elefant moving up and down", unknown="skip")
+    with pytest.raises(ValueError, match="unknown must be"):
+        parse_caption("a red circle", unknown="ignore")
+
+
 def test_dataset_items_depend_only_on_split_index_and_seed():
     lazy = VideoTextDataset("train", 40, size=12, frames=4, seed=7)
     big = VideoTextDataset("train", 200, size=12, frames=4, seed=7, materialize=True)

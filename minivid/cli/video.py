@@ -14,19 +14,29 @@ from minivid.release import forget_installed, stale
 DEFAULT_PROMPT = "a big red circle moving to the right"
 
 
+def asked(prompt: str) -> dict[str, int]:
+    """What a prompt asks the judge to check, {attribute: id} (-1: not named), read from its Shapes World words only:
+    an unknown word (the tokenizer has already warned about it) leaves the rest checkable; a prompt naming two
+    values of one attribute asks for nothing."""
+    from minivid.data import parse_caption
+
+    try:
+        return parse_caption(prompt, unknown="skip")
+    except ValueError:
+        return {}
+
+
 def judge_report(x: torch.Tensor, prompts: list[str]) -> list[str]:
-    """One line per clip: what the judge read, and whether it matches the prompt."""
-    from minivid.data import COLORS, DIRECTIONS, SHAPES, SIZES, parse_caption
+    """One line per clip: what the judge read, and whether it matches what the prompt names."""
+    from minivid.data import COLORS, DIRECTIONS, SHAPES, SIZES
     from minivid.eval import Judge
 
     pred = Judge().predict(x)
     names = {"color": COLORS, "shape": SHAPES, "size": SIZES, "direction": DIRECTIONS}
     lines = []
     for i, prompt in enumerate(prompts):
-        try:
-            want = parse_caption(prompt) if prompt else {}
-        except ValueError:          # unknown words: the tokenizer already warned; judge what is there
-            want = {}
+        want = asked(prompt)
+        checked = any(want.get(k, -1) >= 0 for k in names)
         parts, ok = [], True
         for k, vocab in names.items():
             got = int(pred[k][i])
@@ -41,7 +51,9 @@ def judge_report(x: torch.Tensor, prompts: list[str]) -> list[str]:
         extra = ""
         if "consistency" in pred:
             extra = f", consistency {float(pred['consistency'][i]):.2f}, flicker {float(pred['flicker'][i]):.3f}"
-        verdict = "MATCHES the prompt" if ok and valid else ("does not match" if valid else "not one clean object")
+        verdict = ("not one clean object" if not valid else "MATCHES the prompt" if checked and ok else
+                   "does not match" if checked else
+                   "nothing to check: the prompt names no colour, shape, size or direction the judge knows")
         lines.append(f"[{i}] {prompt!r}: {verdict} ({', '.join(parts)}{extra})")
     return lines
 
@@ -192,4 +204,4 @@ def data(args) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_PROMPT", "judge_report", "demo", "generate", "train", "eval", "data"]
+__all__ = ["DEFAULT_PROMPT", "asked", "judge_report", "demo", "generate", "train", "eval", "data"]

@@ -137,14 +137,19 @@ def _keyword_table() -> dict[str, tuple[str, int]]:
     return table
 
 
-def parse_caption(text: str) -> dict[str, int]:
+def parse_caption(text: str, unknown: str = "raise") -> dict[str, int]:
     """Labels named by a caption: {attribute: id}, -1 for attributes it does not mention.
 
-    Raises ValueError for words outside VOCAB or for a caption naming two values of one attribute.
+    Raises ValueError for a caption naming two values of one attribute, and for words outside VOCAB unless
+    unknown="skip" (a typed prompt: the words the world knows are read, "a red elefant moving up" names red and up).
     """
+    if unknown not in ("raise", "skip"):
+        raise ValueError(f"unknown must be 'raise' or 'skip', got {unknown!r}")
     table = _keyword_table()
     out = dict.fromkeys(_SLOTS, -1)
     for w in text.lower().split():
+        if w not in VOCAB and unknown == "skip":
+            continue
         if w not in VOCAB:
             raise ValueError(f"parse_caption: word {w!r} is not in the Shapes World vocabulary")
         if w in table:
