@@ -57,6 +57,20 @@ def test_data_and_eval_round_trip(tmp_path, capsys):
     assert (tmp_path / "d.gif").exists()
 
 
+def test_a_warning_on_the_command_line_is_one_line(monkeypatch, capsys):
+    import warnings
+
+    import minivid.cli as cli
+
+    def warns(args):
+        warnings.warn("prompt 'a red circel' has words the tokenizer does not know", UserWarning)
+        return 0
+    monkeypatch.setattr(cli, "_cmd_video", warns)
+    assert main(["generate", "a red circel"]) == 0
+    assert capsys.readouterr().err == "warning: prompt 'a red circel' has words the tokenizer does not know\n"
+    assert warnings.showwarning is not cli._one_line, "the usual format is back once main returns"
+
+
 def test_unknown_chapter_is_a_clear_error(capsys):
     assert main(["train", "ch42"]) == 2
     assert "no chapter 'ch42'" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from minivid.cli.chapters import UsageError
@@ -181,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning on the command line: one line, `warning: ...` - not the file, line number and source line of the
+    code that raised it (a learner who typed `circel` needs the tokenizer's "did you mean 'circle'", not its code)."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "exercises" and args.action == "check" and args.chapter is None and args.dir:
@@ -195,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "exercises" and args.action == "export" and not args.dir:
             raise UsageError("exercises export needs a directory, e.g. "
                              "`python -m minivid exercises export ../minivid-student`")
-        return handler(args)
+        with warnings.catch_warnings():                       # restores the usual format when main returns
+            warnings.showwarning = _one_line
+            return handler(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
