@@ -59,8 +59,9 @@ def prior_captions(prompts: list[str], recipe, how: str | None = "parse", progre
 def prior_motion(prompts: list[str], frames: int, seed: int = 0) -> torch.Tensor:
     """The sampling-time prior of the motion cue (`VideoRecipe.motion_cue`): (B, 2) velocities in the units of
     `estimate_velocity` (the world's fast speed is 1), the direction and speed the prompt names, read by the
-    caption grammar (words outside the world's vocabulary are skipped). A prompt that names no direction (or no speed) gets one of the world's (or its speeds) at
-    random, from a generator seeded `seed`: the model then makes one of the motions unlabelled video has."""
+    caption grammar (words outside the world's vocabulary are skipped). A prompt that names no direction (or no
+    speed) gets one of the world's (or its speeds) at random, from a generator seeded `seed`: the model then makes
+    one of the motions unlabelled video has."""
     world = WorldConfig(frames=frames)
     g = torch.Generator().manual_seed(seed)
     named = [_motion_words(p) for p in prompts]
