@@ -63,12 +63,17 @@ def test_a_warning_on_the_command_line_is_one_line(monkeypatch, capsys):
     import minivid.cli as cli
 
     def warns(args):
-        warnings.warn("prompt 'a red circel' has words the tokenizer does not know", UserWarning)
+        warnings.warn_explicit("prompt 'a red circel' has words the tokenizer does not know", UserWarning,
+                               str(cli.PACKAGE / "text" / "conditioning.py"), 92)                  # minivid's own
+        warnings.warn_explicit("another library's deprecation", DeprecationWarning, "/elsewhere/lib.py", 1)
         return 0
+    before = warnings.showwarning
     monkeypatch.setattr(cli, "_cmd_video", warns)
     assert main(["generate", "a red circel"]) == 0
-    assert capsys.readouterr().err == "warning: prompt 'a red circel' has words the tokenizer does not know\n"
-    assert warnings.showwarning is not cli._one_line, "the usual format is back once main returns"
+    err = capsys.readouterr().err
+    assert err.startswith("warning: prompt 'a red circel' has words the tokenizer does not know\n"), err
+    assert "warning: another library" not in err, "other libraries' warnings keep their usual display"
+    assert warnings.showwarning is before, "the usual display is back once main returns"
 
 
 def test_unknown_chapter_is_a_clear_error(capsys):

@@ -182,10 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning on the command line: one line, `warning: ...` - not the file, line number and source line of the
-    code that raised it (a learner who typed `circel` needs the tokenizer's "did you mean 'circle'", not its code)."""
-    print(f"warning: {message}", file=file or sys.stderr)
+PACKAGE = Path(__file__).resolve().parents[1]                  # minivid/
+
+
+def _one_line(show):
+    """warnings.showwarning for the command line: minivid's own warnings as one line, `warning: ...` - not the file,
+    line number and source line of the code that raised them (a learner who typed `circel` needs the tokenizer's
+    "did you mean 'circle'", not its code); any other library's go to `show`, the usual display, as before."""
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if Path(filename).resolve().is_relative_to(PACKAGE):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return showwarning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("exercises export needs a directory, e.g. "
                              "`python -m minivid exercises export ../minivid-student`")
         with warnings.catch_warnings():                       # restores the usual format when main returns
-            warnings.showwarning = _one_line
+            warnings.showwarning = _one_line(warnings.showwarning)
             return handler(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
