@@ -14,28 +14,16 @@ from minivid.release import forget_installed, stale
 DEFAULT_PROMPT = "a big red circle moving to the right"
 
 
-def asked(prompt: str) -> dict[str, int]:
-    """What a prompt asks the judge to check, {attribute: id} (-1: not named), read from its Shapes World words only:
-    an unknown word (the tokenizer has already warned about it) leaves the rest checkable; a prompt naming two
-    values of one attribute asks for nothing."""
-    from minivid.data import parse_caption
-
-    try:
-        return parse_caption(prompt, unknown="skip")
-    except ValueError:
-        return {}
-
-
 def judge_report(x: torch.Tensor, prompts: list[str]) -> list[str]:
     """One line per clip: what the judge read, and whether it matches what the prompt names."""
-    from minivid.data import COLORS, DIRECTIONS, SHAPES, SIZES
+    from minivid.data import COLORS, DIRECTIONS, SHAPES, SIZES, prompt_labels
     from minivid.eval import Judge
 
     pred = Judge().predict(x)
     names = {"color": COLORS, "shape": SHAPES, "size": SIZES, "direction": DIRECTIONS}
     lines = []
     for i, prompt in enumerate(prompts):
-        want = asked(prompt)
+        want = prompt_labels(prompt)
         checked = any(want.get(k, -1) >= 0 for k in names)
         parts, ok = [], True
         for k, vocab in names.items():
@@ -204,4 +192,4 @@ def data(args) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_PROMPT", "asked", "judge_report", "demo", "generate", "train", "eval", "data"]
+__all__ = ["DEFAULT_PROMPT", "judge_report", "demo", "generate", "train", "eval", "data"]

@@ -148,9 +148,9 @@ def parse_caption(text: str, unknown: str = "raise") -> dict[str, int]:
     table = _keyword_table()
     out = dict.fromkeys(_SLOTS, -1)
     for w in text.lower().split():
-        if w not in VOCAB and unknown == "skip":
-            continue
         if w not in VOCAB:
+            if unknown == "skip":
+                continue
             raise ValueError(f"parse_caption: word {w!r} is not in the Shapes World vocabulary")
         if w in table:
             attr, vid = table[w]
@@ -158,3 +158,12 @@ def parse_caption(text: str, unknown: str = "raise") -> dict[str, int]:
                 raise ValueError(f"parse_caption: caption names two values of {attr}: {text!r}")
             out[attr] = vid
     return out
+
+
+def prompt_labels(text: str) -> dict[str, int]:
+    """What a typed prompt names, {attribute: id} (-1: not named): its Shapes World words read by `parse_caption`,
+    the others skipped (the tokenizer warns about them); a prompt naming two values of one attribute names none."""
+    try:
+        return parse_caption(text, unknown="skip")
+    except ValueError:
+        return dict.fromkeys(_SLOTS, -1)

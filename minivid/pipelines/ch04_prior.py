@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from minivid.data import (COLORS, DIRECTIONS, SHAPES, SIZES, SPEEDS, WorldConfig, combos, estimate_velocity,
-                          from_uint8, parse_caption, velocity)
+                          from_uint8, parse_caption, prompt_labels, velocity)
 from minivid.data.world import all_combos
 from minivid.pipelines.common import pretrained
 
@@ -119,10 +119,7 @@ def learned_motion(prior: MotionPrior | None, cond, prompts: list[str], frames: 
 
 
 def _motion_words(prompt: str) -> tuple[int, int]:
-    try:
-        d = parse_caption(prompt, unknown="skip")      # a misspelt shape does not lose "moving up"
-    except ValueError:                                 # two directions (or speeds): none is named
-        return -1, -1
+    d = prompt_labels(prompt)                          # a misspelt shape does not lose "moving up"
     return d["direction"], d["speed"]
 
 
