@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from minivid.diffusion import diffusion_loss, make_schedule
 from minivid.pipelines import ch04, ch05
 from minivid.pipelines.common import pretrained
+from minivid.pipelines.presets import key_parts
 from minivid.pipelines.ch05_sr import StageNet, StageRecipe, augment, input_channels, stage_fill, stage_loss_fn
 from minivid.models.unet3d import unet3d_config
 from minivid.text import caption_dropout
@@ -50,9 +51,9 @@ def test_ssr_fill_is_every_frame_upsampled_bilinearly():
         stage_fill(low, "xsr")
 
 
-@pytest.mark.parametrize("kind", ["tsr", "ssr"])
-def test_a_residual_stage_learns_the_target_minus_the_fill_of_the_clean_clip(kind):
-    r = StageRecipe(kind=kind, T=100, aug_max=50, residual=True)
+@pytest.mark.parametrize("kind,scale", [("tsr", 1.0), ("ssr", 1.0), ("ssr", 4.0)])
+def test_a_residual_stage_learns_the_target_minus_the_fill_of_the_clean_clip(kind, scale):
+    r = StageRecipe(kind=kind, T=100, aug_max=50, residual=True, residual_scale=scale)
     schedule, net = make_schedule("cosine", 100), _net(kind)
     low = _rand(2, 3, 2, 4, 4, seed=1).clamp(-1, 1)
     x = _rand(2, 3, *((4, 4, 4) if kind == "tsr" else (2, 8, 8)), seed=2).clamp(-1, 1)
@@ -63,29 +64,39 @@ def test_a_residual_stage_learns_the_target_minus_the_fill_of_the_clean_clip(kin
     text, _ = caption_dropout({"pooled": batch["pooled"]}, null, r.p_uncond, generator=g)
     level = torch.randint(0, r.aug_max + 1, (2,), generator=g)
     noisy = augment(low, level, torch.randn(low.shape, generator=g), schedule)
-    ref = diffusion_loss(net, x - stage_fill(low, kind), schedule, "v", generator=g,
+    ref = diffusion_loss(net, scale * (x - stage_fill(low, kind)), schedule, "v", generator=g,
                          cond={**text, "low": noisy, "aug_level": level})
     assert torch.allclose(got, ref, atol=1e-6, rtol=0)
-    plain = stage_loss_fn(StageRecipe(kind=kind, T=100, aug_max=50), schedule, null)(
-        net, batch, torch.Generator().manual_seed(7))
-    assert not torch.allclose(plain, got), "the residual changes what is learnt"
+    for other in (StageRecipe(kind=kind, T=100, aug_max=50), replace(r, residual_scale=2 * scale)):
+        loss = stage_loss_fn(other, schedule, null)(net, batch, torch.Generator().manual_seed(7))
+        assert not torch.allclose(loss, got), f"{other.residual=}, {other.residual_scale=} changes what is learnt"
 
 
-@pytest.mark.parametrize("residual", [True, False])
-def test_a_residual_stage_samples_the_residual_and_adds_the_fill_back(monkeypatch, residual):
+@pytest.mark.parametrize("residual,scale", [(True, 1.0), (True, 4.0), (False, 1.0)])
+def test_a_residual_stage_samples_the_residual_and_adds_the_fill_back(monkeypatch, residual, scale):
     seen = {}
 
     def fake_ddim(net, schedule, cond, prompts, item, **kw):
         seen.update(kw)
-        return torch.full((len(prompts), *item), 0.25)                   # every residual sample: 0.25
+        return torch.full((len(prompts), *item), 0.25 * scale)           # every (scaled) residual sample
 
     monkeypatch.setattr(ch05, "guided_ddim", fake_ddim)
-    stage = ch05.Stage(_net("tsr"), make_schedule("cosine", 100), StageRecipe(kind="tsr", T=100, aug_max=50, residual=residual))
+    recipe = StageRecipe(kind="tsr", T=100, aug_max=50, residual=residual, residual_scale=scale)
+    stage = ch05.Stage(_net("tsr"), make_schedule("cosine", 100), recipe)
     low = _rand(2, 3, 2, 4, 4, seed=1).clamp(-1, 1)
     out = ch05.run_stage(stage, None, ["a", "b"], low, steps=2, aug_level=10, progress=False)
     want = (stage_fill(low, "tsr") + 0.25).clamp(-1, 1) if residual else torch.full_like(out, 0.25)
-    assert torch.equal(out, want)
-    assert seen["clip"] == (2.0 if residual else 1.0), "a residual of clips in [-1, 1] lies in [-2, 2]"
+    assert torch.allclose(out, want, atol=1e-7, rtol=0), "the sampled residual is divided by its scale"
+    assert seen["clip"] == (2.0 * scale if residual else 1.0), "a residual of clips in [-1, 1] lies in [-2, 2]"
+
+
+def test_the_residual_scale_is_checked_and_keeps_the_keys_of_stages_trained_before_it():
+    with pytest.raises(ValueError, match="residual_scale must be > 0"):
+        StageRecipe(kind="ssr", residual=True, residual_scale=0.0)
+    with pytest.raises(ValueError, match="1 unless residual=True"):
+        StageRecipe(kind="ssr", residual_scale=4.0)
+    r = StageRecipe(kind="ssr", residual=True)
+    assert "residual_scale" not in key_parts(r) and key_parts(replace(r, residual_scale=4.0))["residual_scale"] == 4
 
 
 def test_the_chapter_04_base_samples_as_chapter_04_does_and_the_stages_read_their_own_text():

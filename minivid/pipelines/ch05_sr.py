@@ -90,6 +90,11 @@ class StageRecipe:
     # upsampling for the SSR) and add the fill back after sampling: only what the fill gets wrong is left to learn,
     # as chapter 04's interpolation network does. Added: False keeps the keys of the stages trained before it
     residual: bool = added_field(False)
+    # a residual stage denoises its residual times this: the SSR's residual (sparse edges, std ~0.09 against the
+    # clips' ~0.35) is far smaller than the images the schedule was tuned on, so at every noise level it is drowned
+    # sooner; scaled up, as latent diffusion scales its latents to unit spread (arXiv:2112.10752, sec. 4.3.2), the
+    # network's leftover error is divided by it in the clip
+    residual_scale: float = added_field(1.0)
 
     def __post_init__(self):
         input_channels(self.kind, self.fill)                          # checks kind and fill
@@ -98,6 +103,9 @@ class StageRecipe:
         if self.crop is not None and (self.kind != "ssr" or self.crop < 8 or self.crop % 4):
             raise ValueError(f"crop must be None, or for kind='ssr' a multiple of 4 >= 8, got {self.crop} "
                              f"(kind={self.kind!r})")
+        if not self.residual_scale > 0 or (self.residual_scale != 1 and not self.residual):
+            raise ValueError(f"residual_scale must be > 0, and 1 unless residual=True, got {self.residual_scale} "
+                             f"(residual={self.residual})")
         for name in ("p_uncond", "time_reversal"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
@@ -289,7 +297,7 @@ def stage_loss_fn(recipe, schedule: Schedule, null: dict):
         text, _ = caption_dropout({k: batch[k] for k in null}, null, recipe.p_uncond, generator=g)
         low, x = batch["low"], batch["x"]
         if recipe.residual:
-            x = x - stage_fill(low, recipe.kind)                            # the fill of the clean clip
+            x = (x - stage_fill(low, recipe.kind)) * recipe.residual_scale  # the fill of the clean clip
         cond = {"low": low}
         if recipe.aug:
             level = torch.randint(0, recipe.aug_max + 1, (low.shape[0],), generator=g)
