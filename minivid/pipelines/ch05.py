@@ -97,8 +97,8 @@ PRESETS = {
         # hand (seed 0, 64 held-out prompts, Intel Xeon 6/167, 2026-12-05), fed real clips, the SSR's flicker went from
         # 3.0x real clips' to 2.0x (8: 1.9x, consistency 0.94 in the cascade against 0.97 at 4), the TSR's from 1.4x
         # to 1.1x; the whole cascade from 3.6x to 2.6x, its shape from 0.92 to 1.00, consistency from 0.91 to 0.96
-        tsr=StageRecipe(kind="tsr", steps=1100, residual=True, residual_scale=4.0),   # ~4 min
-        ssr=StageRecipe(kind="ssr", crop=16, steps=1700, residual=True, residual_scale=4.0,   # ~5.5 min
+        tsr=StageRecipe(kind="tsr", steps=1100, residual=True, residual_scale=4.0),   # ~4.5 min
+        ssr=StageRecipe(kind="ssr", crop=16, steps=1700, residual=True, residual_scale=4.0,   # ~6 min
                         unet_overrides={"temporal_attn_levels": (1,), "frame_embedding": True}),
         # the single-stage baseline gets the cascade's whole budget: base 11.9 (chapter 03's seed 0) + TSR 4.7 + SSR
         # 7.5 minutes (`bench ch05`, seed 0, 2026-12-03) at 1.05 s/step (`bench.time_train_step`, same machine,
