@@ -92,7 +92,7 @@ class StageRecipe:
     residual: bool = added_field(False)
     # a residual stage denoises its residual times this: the SSR's residual (sparse edges, std ~0.09 against the
     # clips' ~0.35) is far smaller than the images the schedule was tuned on, so at every noise level it is drowned
-    # sooner; scaled up, as latent diffusion scales its latents to unit spread (arXiv:2112.10752, sec. 4.3.2), the
+    # sooner; scaled up, as latent diffusion scales its latents to unit spread (arXiv:2112.10752), the
     # network's leftover error is divided by it in the clip
     residual_scale: float = added_field(1.0)
 
