@@ -93,7 +93,7 @@ PRESETS = {
         # AMD EPYC 25/1, 2026-12-04) the TSR's 16 frames went from consistency 0.81, shape 0.91 to 0.99, 1.00, and
         # the cascade's 32x32 clips from 0.79, 0.78 to 0.98, 1.00 (validity 0.95 both). That machine took 393 s for
         # the TSR and 636 s for 2,000 SSR steps (0.32 s/step): the SSR trains 1,700 to stay inside ten minutes
-        # Both residuals scaled by 4 (`StageRecipe.residual_scale`; spreads 0.015 and 0.089 against the clips' 0.35): by
+        # Both residuals scaled by 4 (`StageRecipe.residual_scale`; spreads TSR 0.015, SSR 0.089, the clips 0.35): by
         # hand (seed 0, 64 held-out prompts, Intel Xeon 6/167, 2026-12-05), fed real clips, the SSR's flicker went from
         # 3.0x real clips' to 2.0x (8: 1.9x, consistency 0.94 in the cascade against 0.97 at 4), the TSR's from 1.4x
         # to 1.1x; the whole cascade from 3.6x to 2.6x, its shape from 0.92 to 1.00, consistency from 0.91 to 0.96

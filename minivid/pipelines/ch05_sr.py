@@ -90,10 +90,10 @@ class StageRecipe:
     # upsampling for the SSR) and add the fill back after sampling: only what the fill gets wrong is left to learn,
     # as chapter 04's interpolation network does. Added: False keeps the keys of the stages trained before it
     residual: bool = added_field(False)
-    # a residual stage denoises its residual times this: the SSR's residual (sparse edges, std ~0.09 against the
-    # clips' ~0.35) is far smaller than the images the schedule was tuned on, so at every noise level it is drowned
-    # sooner; scaled up, as latent diffusion scales its latents to unit spread (arXiv:2112.10752), the
-    # network's leftover error is divided by it in the clip
+    # a residual stage denoises its residual times this: the residuals are faint (std ~0.09 for the SSR's sparse
+    # edges, ~0.015 for the TSR's, against the clips' ~0.35, which the schedule was tuned on), so at every noise
+    # level they are drowned sooner; scaled up, as latent diffusion scales its latents to unit spread
+    # (arXiv:2112.10752), and the sample divided back, the network's leftover error is divided by it in the clip
     residual_scale: float = added_field(1.0)
 
     def __post_init__(self):
