@@ -62,7 +62,7 @@ __all__ = [
     "ImageTextDataset", "ShapesDataset", "VideoDataset", "VideoTextDataset", "WorldConfig", "all_captions",
     "caption", "centroid_offset", "collate", "combos", "coverage", "estimate_flow", "estimate_velocity", "flow_field",
     "from_uint8",
-    "is_heldout", "make_loader", "materialize_split", "parse_caption", "prompt_labels", "render", "render_items", "sample_batch",
-    "sample_params", "sdf_circle", "sdf_square", "sdf_triangle", "time_reversed", "to_uint8", "velocity",
-    "vocabulary",
+    "is_heldout", "make_loader", "materialize_split", "parse_caption", "prompt_labels", "render", "render_items",
+    "sample_batch", "sample_params", "sdf_circle", "sdf_square", "sdf_triangle", "time_reversed", "to_uint8",
+    "velocity", "vocabulary",
 ]
