@@ -295,7 +295,10 @@ def test_smoke_cascade_end_to_end_stages_cli_and_bench():
               "baseline_sample_s_per_clip", "cascade_validity", "cascade_sample_s_per_clip",
               "upsample_tsr_w1_ssr_w1_steps1_validity"):
         assert k in figs, k
-    assert {"augmentation", "aug_sweep", "upsampler_sampling", "tsr_fill", "single_stage_vs_cascade"} == set(abl["tables"])
+    assert {"augmentation", "aug_sweep", "base_noise", "upsampler_sampling", "tsr_fill",
+            "single_stage_vs_cascade"} == set(abl["tables"])
+    assert [r["base noise share"] for r in abl["tables"]["base_noise"]] == ["as trained", "4"]
+    assert {"base_noise_as_trained_flicker_ratio", "base_noise_4_flicker_ratio"} <= set(figs)
     assert [r["aug level"] for r in abl["tables"]["aug_sweep"]] == list(ch05.get_preset("smoke").aug_levels)
     assert [(r["TSR guidance"], r["SSR guidance"], r["SSR DDIM steps"]) for r in abl["tables"]["upsampler_sampling"]] \
         == list(ablations.UPSAMPLER_GRID["smoke"])

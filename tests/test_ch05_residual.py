@@ -2,13 +2,14 @@
 a naive float64 version, the loss and the sampler on the residual, and the base sampled as chapter 04 samples."""
 import warnings
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from minivid.diffusion import diffusion_loss, make_schedule
-from minivid.pipelines import ch04, ch05
+from minivid.pipelines import ch03, ch04, ch05
 from minivid.pipelines.common import pretrained
 from minivid.pipelines.presets import key_parts
 from minivid.pipelines.ch05_sr import StageNet, StageRecipe, augment, input_channels, stage_fill, stage_loss_fn
@@ -110,12 +111,38 @@ def test_the_chapter_04_base_samples_as_chapter_04_does_and_the_stages_read_thei
         got = ch05.sample_base(p, models.base, prompts, guidance=1.0, steps=2, seed=3, progress=False)
         model, schedule, cond = ch04.load_video_model(p.base_preset, seed=1, progress=False)
         ref = ch04.sample_prompts(model, schedule, cond, prompts, p.base_preset, seed=3, steps=2, guidance=1.0,
-                                  progress=False)
-        assert torch.equal(got, ref)
+                                  progress=False, noise_alpha=p.base_noise_alpha)
+        assert p.base_noise_alpha is not None and torch.equal(got, ref)
+        as_trained = ch05.sample_base(replace(p, base_noise_alpha=None), models.base, prompts, guidance=1.0, steps=2,
+                                      seed=3, progress=False)          # None: chapter 04's own share, as it trained
+        assert torch.equal(as_trained, ch04.sample_prompts(model, schedule, cond, prompts, p.base_preset, seed=3,
+                                                           steps=2, guidance=1.0, progress=False))
+        assert not torch.allclose(as_trained, got, atol=1e-3), "the base's noise share must reach its sampler"
         text = pretrained("ch02.conditioner", p.tsr.text_preset, 1, False)
     assert models.cond(prompts)["pooled"].equal(text(prompts)["pooled"]), "the stages' text: chapter 02's at seed 1"
     with pytest.raises(ValueError, match="base must be one of"):
         ch05.base_recipe(replace(p, base="ch09"))
+    with pytest.raises(ValueError, match="base_noise_alpha must be None or a number >= 0"):
+        replace(p, base_noise_alpha=-1.0)
+
+
+@pytest.mark.parametrize("chapter", ["ch03", "ch04"])
+def test_each_base_chapter_samples_with_the_noise_share_it_is_given(monkeypatch, chapter):
+    mod = {"ch03": ch03, "ch04": ch04}[chapter]
+    seen = []
+
+    def fake_ddim(model, schedule, cond, prompts, item, **kw):
+        seen.append(kw["noise_alpha"])
+        return torch.zeros(len(prompts), *item)
+
+    monkeypatch.setattr(mod, "guided_ddim", fake_ddim)
+    model = SimpleNamespace(cfg=SimpleNamespace(in_channels=3))             # what the samplers read of a model
+    kw = {} if chapter == "ch03" else {"prior": None, "motion": torch.zeros(1, 2)}   # no prior, no motion cue
+    p = mod.get_preset("smoke")
+    mod.sample_prompts(model, None, None, ["a"], p, steps=1, progress=False, **kw)
+    mod.sample_prompts(model, None, None, ["a"], p, steps=1, progress=False, noise_alpha=6.0, **kw)
+    own = 0.0 if chapter == "ch03" else p.video.noise_alpha          # chapter 03 trains on independent frames
+    assert seen == [own, 6.0]
 
 
 # ----------------------------------------------------------------------------- noise shared across frames

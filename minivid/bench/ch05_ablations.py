@@ -5,6 +5,8 @@
 * noise-conditioning augmentation: both upsamplers trained with and without it, fed the same *generated* base clips,
   and the real low-res held-out clips (where no mismatch exists);
 * the augmentation-level sweep: the level the upsamplers are told at sampling, on generated base clips;
+* the base's noise share: its starting noise shared across frames at sampling (`Ch05Preset.base_noise_alpha`), the
+  base's clips judged at their size and the whole cascade's at 32x32, each flicker over real clips' of its size;
 * the upsamplers' sampling: each one's guidance scale and the SSR's DDIM steps, on the same generated base clips;
 * the TSR fill: the in-between frames repeated vs blank + a mask channel - PSNR of the in-between frames on real
   held-out clips (against repeating the frame before, and linear blending), and the final clips judged;
@@ -17,6 +19,7 @@ Split from `bench ch05` because the two do not fit one sitting: sampling a 16-fr
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
@@ -28,6 +31,8 @@ from minivid.pipelines import ch03, ch05
 # (TSR guidance, SSR guidance, SSR DDIM steps) compared on the same generated base clips
 UPSAMPLER_GRID = {"smoke": ((1.0, 1.0, 1), (2.0, 1.0, 2)),
                   "full": ((1.0, 1.0, 10), (1.0, 1.0, 20), (2.0, 1.0, 10), (1.0, 2.0, 10), (2.0, 2.0, 10))}
+# the base's starting noise share across frames at sampling (None: as the base trained; chapter 04's is 1)
+BASE_NOISE_GRID = {"smoke": (None, 4.0), "full": (None, 2.0, 4.0, 8.0, 16.0)}
 
 
 def _upsample(p, models, sub, low, seed, level):
@@ -80,6 +85,23 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     tables["aug_sweep"] = rows
     figures["sweep_best_level"] = max(p.aug_levels, key=lambda k: (swept[k]["validity"], swept[k]["shape_acc"], -k))
 
+    # the base's noise share across frames: the base's clips and the cascade's, each against real clips of its size
+    rows, real_base, real = [], judged(judge, real_low, sub["labels"]), judged(judge, sub["x"], sub["labels"])
+    for alpha in BASE_NOISE_GRID[p.name]:
+        q = replace(p, base_noise_alpha=alpha)
+        low = gen_low if alpha == p.base_noise_alpha else ch05.cascade(
+            sub["captions"], stages=("base",), models=models._replace(preset=q), seed=seed, steps=p.eval_steps,
+            progress=False)["base"]
+        final = cascade_row if alpha == p.base_noise_alpha else judged(
+            judge, _upsample(p, models, sub, low, seed, p.aug_level), sub["labels"])
+        row = judged(judge, low, sub["labels"])
+        tag = "as trained" if alpha is None else f"{alpha:g}"
+        rows.append({"base noise share": tag, "base flicker / real": flicker_ratio(row, real_base),
+                     "base validity": row["validity"], "base motion_acc": row["motion_acc"],
+                     **{f"final {k}": v for k, v in final.items()}, "final flicker / real": flicker_ratio(final, real)})
+        figures[f"base_noise_{tag.replace(' ', '_')}_flicker_ratio"] = rows[-1]["final flicker / real"]
+    tables["base_noise"] = rows
+
     # the upsamplers' guidance scales and the SSR's DDIM steps, on the same generated base clips
     tsr_out, rows = {}, []
     for w_tsr, w_ssr, steps in UPSAMPLER_GRID[p.name]:
@@ -124,7 +146,6 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
                                                  objective=b.objective, steps=ch05.stage_steps(p, "base"), seed=seed,
                                                  frames=b.frames, size=b.size))
     base_row = judged(judge, xb, sub["labels"])
-    real = judged(judge, sub["x"], sub["labels"])
     base_min = recorded_minutes(ch05.checkpoint_path("baseline", p, seed))
     figures.update({f"baseline_{k}": v for k, v in base_row.items()})
     figures["baseline_flicker_ratio"] = flicker_ratio(base_row, real)
@@ -149,4 +170,4 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     return {"figures": figures, "tables": tables}
 
 
-__all__ = ["UPSAMPLER_GRID", "run"]
+__all__ = ["UPSAMPLER_GRID", "BASE_NOISE_GRID", "run"]

@@ -272,10 +272,12 @@ def load_video_model(preset: str | Ch03Preset = "full", seed: int = 0, progress:
 @torch.no_grad()
 def generate(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: list[str], guidance: float = 3.0, *,
              objective: str = "v", steps: int = 50, seed: int = 0, frames: int = 8, size: int = 16,
-             batch_size: int = 64, progress: bool = True, return_motion: bool = False) -> torch.Tensor:
+             batch_size: int = 64, progress: bool = True, return_motion: bool = False,
+             noise_alpha: float = 0.0) -> torch.Tensor:
     """One clip per prompt with DDIM + classifier-free guidance: (B, 3, frames, size, size) in [-1, 1].
 
-    The initial noise depends only on `seed` and the position in the batch. A model with motion channels
+    The initial noise depends only on `seed` and the position in the batch; noise_alpha: its share across frames
+    (`mixed_noise`; 0, independent frames, as this chapter trains). A model with motion channels
     (`VideoRecipe.motion_channels`) denoises the flow alongside: return_motion=True returns (clips, flow
     (B, 2, frames, size, size)); without it only the clips come back.
     """
@@ -284,20 +286,22 @@ def generate(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: 
         raise ValueError(f"return_motion needs a model with motion channels (in_channels {RGB + FLOW}), "
                          f"this one has {c}")
     x = guided_ddim(model, schedule, cond, prompts, (c, frames, size, size), guidance=guidance, objective=objective,
-                    steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+                    steps=steps, seed=seed, batch_size=batch_size, progress=progress, noise_alpha=noise_alpha)
     return (x[:, :RGB], x[:, RGB:]) if return_motion else x[:, :RGB]
 
 
 def sample_prompts(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: list[str], preset="full", *,
                    seed: int = 0, steps: int | None = None, guidance: float | None = None, frames: int | None = None,
-                   batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+                   batch_size: int = 64, progress: bool = True, noise_alpha: float = 0.0) -> torch.Tensor:
     """Clips (B, 3, frames, size, size) in [-1, 1] for the prompts from a model of the preset's recipe (its objective,
-    frames and size); steps and guidance: the preset's by default. Later chapters sample a chapter's model by this."""
+    frames and size); steps and guidance: the preset's by default; noise_alpha: as `generate`'s. Later chapters
+    sample a chapter's model by this."""
     p = get_preset(preset)
     r = p.video
     return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
                     objective=r.objective, steps=p.eval_steps if steps is None else steps, seed=seed,
-                    frames=frames or r.frames, size=r.size, batch_size=batch_size, progress=progress)
+                    frames=frames or r.frames, size=r.size, batch_size=batch_size, progress=progress,
+                    noise_alpha=noise_alpha)
 
 
 # ----------------------------------------------------------------------------- command line

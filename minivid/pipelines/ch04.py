@@ -67,8 +67,7 @@ class VideoRecipe:
     # layers that start at zero. An added field: off, the models trained before it keep their cache keys. Tried and
     # not kept: chapter 04 section 6 (`bench ch04_ablations`) and the notes there on the runs by hand
     motion_channels: bool = added_field(False)
-    # training timesteps drawn SNR-shifted, noisier (`shifted_timesteps`, as chapter 06's recipe). An added field (1:
-    # uniform). Measured by `bench ch04_ablations` with the other motion changes; not kept either
+    # added: timesteps SNR-shifted, noisier (`shifted_timesteps`, chapter 06), 1: uniform; not kept (ch04_ablations)
     t_shift: float = added_field(1.0)
     # beyond the paper: the temporal layers also read the clip's velocity, read off its pixels (`estimate_velocity`,
     # as the paper's decoder reads the frame rate) through a zero-init embedding; at sampling it comes from the
@@ -349,13 +348,14 @@ def cli_train(preset: str = "full", seed: int = 0, steps: int | None = None) -> 
 
 def sample_prompts(model, schedule: Schedule, cond: TextConditioner, prompts: list[str], preset="full", *,
                    seed: int = 0, steps: int | None = None, guidance: float | None = None, frames: int | None = None,
-                   prior="preset", motion="prompt", batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+                   prior="preset", motion="prompt", batch_size: int = 64, progress: bool = True,
+                   noise_alpha: float | None = None) -> torch.Tensor:
     """Prompts as a user writes them -> clips (B, 3, frames, size, size) in [-1, 1] from the preset's video model.
 
     Each prompt is heard through a prior (`prior_captions`; "preset": the preset's, None: as written). A model with
     the motion cue moves as the prompt's words say (`prior_motion`; motion="random": one of the world's motions at
-    random, whatever the prompt says; a (B, 2) tensor: that velocity). steps and guidance: the preset's by default.
-    """
+    random, whatever the prompt says; a (B, 2) tensor: that velocity). steps, guidance and noise_alpha (the starting
+    noise's share across frames, `mixed_noise`): the preset's by default, the share it trained with."""
     p = get_preset(preset)
     r, kw = p.video, {}
     said = prior_captions(list(prompts), r, p.prior if prior == "preset" else prior, progress=False)
@@ -364,8 +364,8 @@ def sample_prompts(model, schedule: Schedule, cond: TextConditioner, prompts: li
             list(prompts) if motion == "prompt" else [""] * len(said), frames or r.frames, seed)
     return generate(model, schedule, cond, said, p.guidance if guidance is None else guidance,
                     objective=image_model(r, False).objective, steps=p.eval_steps if steps is None else steps,
-                    seed=seed, frames=frames or r.frames, size=r.size, noise_alpha=r.noise_alpha,
-                    batch_size=batch_size, progress=progress, **kw)
+                    seed=seed, frames=frames or r.frames, size=r.size, batch_size=batch_size, progress=progress,
+                    noise_alpha=r.noise_alpha if noise_alpha is None else noise_alpha, **kw)
 
 
 def cli_generate(prompts: list[str], *, preset: str = "full", seed: int = 0, steps: int = 50,

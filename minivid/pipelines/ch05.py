@@ -51,26 +51,31 @@ class Ch05Preset:
     base_preset: str = "full"          # which preset of the base chapter's model is the base
     # the chapter whose model is the base (`BASES`): chapter 04's, judged cleaner than chapter 03's (chapter 05 §1)
     base: str = "ch04"
-    # per stage: base (chapter 04's own scale, 1; chapter 03's base took 3), TSR, SSR. The upsamplers sample unguided:
-    # by hand (seed 0, 48 held-out prompts, 2026-12-02) guidance made their clips less valid - TSR at 1 / 2 / 3:
-    # validity 0.88 / 0.77 / 0.65 at 16x16; SSR at 1 / 2 / 4 (TSR at 2): 0.71 / 0.58 / 0.42. `bench ch05_ablations`
+    # the base's starting noise shared across frames at sampling (`mixed_noise`; None: the share it trained with,
+    # chapter 04's 1). By hand (seed 0, 64 held-out prompts, Intel Xeon 6/167, 2026-12-05) the base's flicker went
+    # from 2.2x real clips' to 1.3x at 8, the cascade's from 2.6x to 2.0x; `bench ch05_ablations` sweeps it
+    base_noise_alpha: float | None = 8.0
+    # per stage: base (chapter 04's own scale, 1), TSR, SSR. Guidance 2 on the upsamplers buys a little consistency
+    # for twice the sampling time and a little more flicker (`bench ch05_ablations`); the first cascade lost validity
     guidance: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    aug_level: int = 100               # the augmentation level at sampling (both stages); chosen by the sweep
+    aug_level: int = 0                 # at sampling (both stages): the sweep's best, tied on accuracy, least flicker
     aug_levels: tuple[int, ...] = (0, 50, 100, 200, 400)   # the sweep (levels beyond aug_max were never trained)
     # the upsamplers' (TSR, SSR) starting noise shared across frames at sampling (`mixed_noise`; 10: any two frames'
     # noise correlates 0.99): a residual stage's iid noise became flicker. By hand (seed 0, 64 held-out prompts, AMD
     # EPYC 25/1, 2026-12-04) flicker TSR 0.0131 -> 0.0050, SSR 0.0132 -> 0.0062 (alpha 0 -> 10); nothing else moved
     noise_alpha: tuple[float, float] = (10.0, 10.0)
     eval_samples: int = 256            # held-out prompts judged
-    # DDIM steps per stage (base, TSR, SSR) for the judged samples: one number, or one per stage. The SSR, told most
-    # of the answer, gains nothing from 20 over 10 (by hand, 64 prompts), nor from starting part-way (SDEdit from its
-    # told clip, seed 0, 2026-12-03: t_start 800 / 400 shape 0.91 / 0.86 against 0.95 from noise, validity the same)
-    eval_steps: int | tuple[int, int, int] = (20, 20, 10)
+    # DDIM steps per stage (base, TSR, SSR) for the judged samples: one number, or one per stage. The SSR's 20 flicker
+    # less than 10 (`bench ch05_ablations`; 30: a little less again, by hand), and it gains nothing from starting
+    # part-way (SDEdit from its told clip, seed 0, 2026-12-03: t_start 800 / 400 shape 0.91 / 0.86 against 0.95)
+    eval_steps: int | tuple[int, int, int] = (20, 20, 20)
     ablation_samples: int = 64         # prompts per arm of the ablations and the sweep (one seed)
 
     def __post_init__(self):
         if len(self.noise_alpha) != 2 or min(self.noise_alpha) < 0:
             raise ValueError(f"noise_alpha must be two numbers >= 0 (TSR, SSR), got {self.noise_alpha!r}")
+        if self.base_noise_alpha is not None and not self.base_noise_alpha >= 0:
+            raise ValueError(f"base_noise_alpha must be None or a number >= 0, got {self.base_noise_alpha!r}")
 
 
 PRESETS = {
@@ -86,23 +91,20 @@ PRESETS = {
     ),
     "full": Ch05Preset(
         name="full",
-        # SSR on 16x16 crops (whole 32x32 frames: 5x the step). Its steps: by hand (seed 0, 48 held-out prompts, the
-        # stages unguided, 2026-12-02) the final clips' shape / consistency / validity rose with training - 1400 steps
-        # 0.88 / 0.83 / 0.83, 2100: 0.92 / 0.86 / 0.85, 2800: 0.98 / 0.90 / 0.88; it takes as many as fit ten minutes
-        # Both stages residual (`StageRecipe.residual`): by hand on chapter 04's base (seed 0, 64 held-out prompts,
-        # AMD EPYC 25/1, 2026-12-04) the TSR's 16 frames went from consistency 0.81, shape 0.91 to 0.99, 1.00, and
-        # the cascade's 32x32 clips from 0.79, 0.78 to 0.98, 1.00 (validity 0.95 both). That machine took 393 s for
-        # the TSR and 636 s for 2,000 SSR steps (0.32 s/step): the SSR trains 1,700 to stay inside ten minutes
-        # Both residuals scaled by 4 (`StageRecipe.residual_scale`; spreads TSR 0.015, SSR 0.089, the clips 0.35): by
-        # hand (seed 0, 64 held-out prompts, Intel Xeon 6/167, 2026-12-05), fed real clips, the SSR's flicker went from
-        # 3.0x real clips' to 2.0x (8: 1.9x, consistency 0.94 in the cascade against 0.97 at 4), the TSR's from 1.4x
-        # to 1.1x; the whole cascade from 3.6x to 2.6x, its shape from 0.92 to 1.00, consistency from 0.91 to 0.96
+        # SSR on 16x16 crops (whole 32x32 frames: 5x the step), as many steps as fit ten minutes: by hand (seed 0, 48
+        # held-out prompts, 2026-12-02) the final clips' shape / consistency / validity rose with them - 1400 steps
+        # 0.88 / 0.83 / 0.83, 2800: 0.98 / 0.90 / 0.88. Both stages residual (`StageRecipe.residual`): by hand on
+        # chapter 04's base (seed 0, 64 prompts, AMD EPYC 25/1, 2026-12-04) the TSR's 16 frames went from consistency
+        # 0.81, shape 0.91 to 0.99, 1.00, the cascade's from 0.79, 0.78 to 0.98, 1.00; that machine took 393 s for
+        # the TSR, 0.32 s per SSR step: 1,700 stay inside ten minutes. Both residuals scaled by 4 (spreads TSR 0.015,
+        # SSR 0.089, the clips 0.35): by hand (seed 0, 64 prompts, Intel Xeon 6/167, 2026-12-05) fed real clips, the
+        # SSR's flicker went from 3.0x real clips' to 2.0x (8: 1.9x, cascade consistency 0.94 against 0.97 at 4), the
+        # TSR's from 1.4x to 1.1x; the whole cascade from 3.6x to 2.6x, shape 0.92 to 1.00, consistency 0.91 to 0.96
         tsr=StageRecipe(kind="tsr", steps=1100, residual=True, residual_scale=4.0),   # ~4.5 min
         ssr=StageRecipe(kind="ssr", crop=16, steps=1700, residual=True, residual_scale=4.0,   # ~6 min
                         unet_overrides={"temporal_attn_levels": (1,), "frame_embedding": True}),
-        # the single-stage baseline gets the cascade's whole budget: base 11.9 (chapter 03's seed 0) + TSR 4.7 + SSR
-        # 7.5 minutes (`bench ch05`, seed 0, 2026-12-03) at 1.05 s/step (`bench.time_train_step`, same machine,
-        # 6x chapter 03's step: 2x frames, 4x pixels, less than linear on 2 cores)
+        # the single-stage baseline gets the cascade's whole budget (`bench ch05`, seed 0, 2026-12-03: base 11.9 + TSR
+        # 4.7 + SSR 7.5 minutes) at 1.05 s/step (`bench.time_train_step`; 2x frames, 4x pixels of chapter 03's step)
         baseline=ch03.VideoRecipe(size=32, frames=16, steps=1350),                    # ~24 min
     ),
 }
@@ -138,9 +140,11 @@ def sample_base(preset, base: tuple, prompts: list[str], *, guidance: float, ste
                 batch_size: int = 64, progress: bool = True) -> torch.Tensor:
     """The base stage: (B, 3, F, S, S) clips in [-1, 1] from base = (model, schedule, cond) of the base chapter, as
     that chapter samples them (its `sample_prompts`; chapter 04: each prompt through its prior, moving as its words
-    say)."""
-    return base_chapter(preset).sample_prompts(*base, prompts, get_preset(preset).base_preset, seed=seed, steps=steps,
-                                               guidance=guidance, batch_size=batch_size, progress=progress)
+    say), its starting noise shared across frames by the preset's `base_noise_alpha`."""
+    p = get_preset(preset)
+    kw = {} if p.base_noise_alpha is None else {"noise_alpha": p.base_noise_alpha}
+    return base_chapter(p).sample_prompts(*base, prompts, p.base_preset, seed=seed, steps=steps, guidance=guidance,
+                                          batch_size=batch_size, progress=progress, **kw)
 
 
 def stage_recipe(preset, kind: str, **changes) -> StageRecipe:
