@@ -383,8 +383,8 @@ def cli_check(*, preset: str = "full", stages=STAGES, frames: int | None = None)
     return stages
 
 
-# demo_rank 0 until the cascade beats chapter 04 (the demo's model) in a recorded bench and its weights are released;
-# its record misses flicker and is below chapter 04's shape and consistency at the worst seed
+# demo_rank 0 until the cascade beats chapter 04 (the demo's model) in a recorded bench and its weights are released:
+# it holds every target, but at the worst seed it is a little below chapter 04's shape, consistency and validity
 CLI = ChapterCLI(train=cli_train, generate=cli_generate, check=cli_check, frames=(8, 16), demo_rank=0,
                  summary="Imagen Video: a cascade of base, temporal and spatial super-resolution diffusion models")
 
