@@ -1,5 +1,6 @@
 """Chapter 05, the residual stages (`StageRecipe.residual`) and the chapter-04 base: the fill a stage adds to against
-a naive float64 version, the loss and the sampler on the residual, and the base sampled as chapter 04 samples."""
+a naive float64 version, the loss and the sampler on the residual, and the base sampled as chapter 04 samples
+(its starting noise shared across frames as the preset says)."""
 import warnings
 from dataclasses import replace
 from types import SimpleNamespace
