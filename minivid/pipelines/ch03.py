@@ -292,16 +292,16 @@ def generate(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: 
 
 def sample_prompts(model: UNet3D, schedule: Schedule, cond: TextConditioner, prompts: list[str], preset="full", *,
                    seed: int = 0, steps: int | None = None, guidance: float | None = None, frames: int | None = None,
-                   batch_size: int = 64, progress: bool = True, noise_alpha: float = 0.0) -> torch.Tensor:
+                   batch_size: int = 64, progress: bool = True, noise_alpha: float | None = None) -> torch.Tensor:
     """Clips (B, 3, frames, size, size) in [-1, 1] for the prompts from a model of the preset's recipe (its objective,
-    frames and size); steps and guidance: the preset's by default; noise_alpha: as `generate`'s. Later chapters
-    sample a chapter's model by this."""
+    frames and size); steps, guidance and noise_alpha (as `generate`'s; None: 0, as this chapter trains): the
+    preset's by default. Later chapters sample a chapter's model by this."""
     p = get_preset(preset)
     r = p.video
     return generate(model, schedule, cond, list(prompts), p.guidance if guidance is None else guidance,
                     objective=r.objective, steps=p.eval_steps if steps is None else steps, seed=seed,
                     frames=frames or r.frames, size=r.size, batch_size=batch_size, progress=progress,
-                    noise_alpha=noise_alpha)
+                    noise_alpha=0.0 if noise_alpha is None else noise_alpha)
 
 
 # ----------------------------------------------------------------------------- command line

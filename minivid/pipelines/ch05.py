@@ -142,9 +142,8 @@ def sample_base(preset, base: tuple, prompts: list[str], *, guidance: float, ste
     that chapter samples them (its `sample_prompts`; chapter 04: each prompt through its prior, moving as its words
     say), its starting noise shared across frames by the preset's `base_noise_alpha`."""
     p = get_preset(preset)
-    kw = {} if p.base_noise_alpha is None else {"noise_alpha": p.base_noise_alpha}
     return base_chapter(p).sample_prompts(*base, prompts, p.base_preset, seed=seed, steps=steps, guidance=guidance,
-                                          batch_size=batch_size, progress=progress, **kw)
+                                          batch_size=batch_size, progress=progress, noise_alpha=p.base_noise_alpha)
 
 
 def stage_recipe(preset, kind: str, **changes) -> StageRecipe:
