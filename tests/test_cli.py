@@ -9,6 +9,7 @@ import torch
 
 from minivid.bench import demo as bench_demo
 from minivid.cli import main
+from minivid.results import load_record
 from minivid.data import sample_batch
 from minivid.viz import save_video
 
@@ -120,6 +121,19 @@ def test_bench_demo_times_each_run_in_a_fresh_cache_and_names_a_failing_command(
     with pytest.raises(RuntimeError, match=r"demo --preset nope .*failed \(exit 2\).*invalid choice"):
         bench_demo.timed_demo(tmp_path / "home", (), "nope", tmp_path / "x.gif")
     assert not (tmp_path / "home").exists(), "nothing was cached by a failed command"
+
+
+def test_demo_train_says_how_long_the_recorded_run_took_for_its_preset_only(tmp_path):
+    """Before it trains, `demo --train` says what the recorded `bench demo` of the same preset took, and where."""
+    rec = {"bench": "demo", "preset": "full", "seed": 0, "wall_time_s": 800.0, "date": "2026-12-05T04:18:51+00:00",
+           "machine": {"cpu_model": "Some CPU", "cpu_count": 2}, "figures": {"demo_train_s": 741.0}, "tables": {}}
+    (tmp_path / "demo.json").write_text(json.dumps(rec))
+    line = bench_demo.recorded_train_time("full", tmp_path)
+    assert line.startswith("recorded: 12.3 minutes on 2 cores (Some CPU, 2026-12-05") and "bench demo" in line
+    assert bench_demo.recorded_train_time("smoke", tmp_path) is None, "a record of another preset says nothing"
+    assert bench_demo.recorded_train_time("full", tmp_path / "nowhere") is None
+    live = bench_demo.recorded_train_time("full")                    # the committed record
+    assert live is not None and f"{load_record('demo')['figures']['demo_train_s'] / 60:.1f} minutes" in live
 
 
 def test_generate_without_model_samples_the_demos_chapter(tmp_path, monkeypatch):

@@ -20,7 +20,24 @@ import tempfile
 import time
 from pathlib import Path
 
+from minivid.results import RESULTS_DIR, ResultsError, load_record
+
 RUNS = (("released", ()), ("train", ("--train",)), ("cached", ()))
+
+
+def recorded_train_time(preset: str, results_dir: Path = RESULTS_DIR) -> str | None:
+    """What `demo --train` took when this bench recorded it for `preset`, as one line for the demo to print before
+    it trains (None: no record of that preset)."""
+    try:
+        rec = load_record("demo", results_dir)
+    except ResultsError:
+        return None
+    wall, m = rec["figures"].get("demo_train_s"), rec["machine"]
+    if rec["preset"] != preset or wall is None:
+        return None
+    cpu = f"{m.get('cpu_count', '?')} cores ({m.get('cpu_model', 'unknown CPU')}"
+    bench = f"`python -m minivid bench demo --preset {preset}`"
+    return f"recorded: {wall / 60:.1f} minutes on {cpu}, {rec['date'][:10]}, {bench})"
 
 
 def timed_demo(home: Path, extra: tuple[str, ...], preset: str, out: Path) -> tuple[float, str]:
@@ -47,4 +64,4 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     return {"figures": figures, "tables": {"runs": rows}}
 
 
-__all__ = ["RUNS", "timed_demo", "run"]
+__all__ = ["RUNS", "recorded_train_time", "timed_demo", "run"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from minivid.bench.demo import recorded_train_time
 from minivid.cli.chapters import UsageError, chapter_cli, chapter_name, demo_chapter
 from minivid.cli.validate import frames_within, output_video, prompt_text
 from minivid.release import forget_installed, stale
@@ -78,6 +79,8 @@ def demo(args) -> int:
         gone = forget_installed()
         print("minivid demo --train: training the demo's models here, not loading the released weights"
               + (f" (removed their installed copies: {', '.join(p.name for p in gone)})" if gone else ""))
+        if (took := recorded_train_time(args.preset)) is not None:
+            print(f"minivid demo --train: {took}")
     for line in stale():                                  # a released model the recipe no longer matches
         print(f"minivid demo: {line}")
     print(f"minivid demo: text-to-video with the chapter {ch[2:]} model ({args.preset} preset, sampling seed "
