@@ -9,8 +9,8 @@ import torch
 
 from minivid.bench import demo as bench_demo
 from minivid.cli import main
-from minivid.results import load_record
 from minivid.data import sample_batch
+from minivid.results import load_record
 from minivid.viz import save_video
 
 
