@@ -37,7 +37,7 @@ def recorded_train_time(preset: str, results_dir: Path = RESULTS_DIR) -> str | N
         return None
     cpu = f"{m.get('cpu_count', '?')} cores ({m.get('cpu_model', 'unknown CPU')}"
     bench = f"`python -m minivid bench demo --preset {preset}`"
-    return f"recorded: {wall / 60:.1f} minutes on {cpu}, {rec['date'][:10]}, {bench})"
+    return f"the recorded run took {wall / 60:.1f} minutes on {cpu}, {rec['date'][:10]}, {bench})"
 
 
 def timed_demo(home: Path, extra: tuple[str, ...], preset: str, out: Path) -> tuple[float, str]:
