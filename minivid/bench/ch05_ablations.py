@@ -88,12 +88,12 @@ def run(preset: str = "smoke", seed: int = 0) -> dict:
     # the base's noise share across frames: the base's clips and the cascade's, each against real clips of its size
     rows, real_base, real = [], judged(judge, real_low, sub["labels"]), judged(judge, sub["x"], sub["labels"])
     for alpha in BASE_NOISE_GRID[p.name]:
-        q = replace(p, base_noise_alpha=alpha)
-        low = gen_low if alpha == p.base_noise_alpha else ch05.cascade(
-            sub["captions"], stages=("base",), models=models._replace(preset=q), seed=seed, steps=p.eval_steps,
-            progress=False)["base"]
-        final = cascade_row if alpha == p.base_noise_alpha else judged(
-            judge, _upsample(p, models, sub, low, seed, p.aug_level), sub["labels"])
+        if alpha == p.base_noise_alpha:                       # the headline arm: its clips and row from above
+            low, final = gen_low, cascade_row
+        else:
+            low = ch05.cascade(sub["captions"], stages=("base",), models=models._replace(
+                preset=replace(p, base_noise_alpha=alpha)), seed=seed, steps=p.eval_steps, progress=False)["base"]
+            final = judged(judge, _upsample(p, models, sub, low, seed, p.aug_level), sub["labels"])
         row = judged(judge, low, sub["labels"])
         tag = "as trained" if alpha is None else f"{alpha:g}"
         rows.append({"base noise share": tag, "base flicker / real": flicker_ratio(row, real_base),

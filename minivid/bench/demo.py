@@ -35,9 +35,8 @@ def recorded_train_time(preset: str, results_dir: Path = RESULTS_DIR) -> str | N
     wall, m = rec["figures"].get("demo_train_s"), rec["machine"]
     if rec["preset"] != preset or wall is None:
         return None
-    cpu = f"{m.get('cpu_count', '?')} cores ({m.get('cpu_model', 'unknown CPU')}"
-    bench = f"`python -m minivid bench demo --preset {preset}`"
-    return f"the recorded run took {wall / 60:.1f} minutes on {cpu}, {rec['date'][:10]}, {bench})"
+    where = f"{m.get('cpu_model', 'unknown CPU')}, {rec['date'][:10]}, `python -m minivid bench demo --preset {preset}`"
+    return f"the recorded run took {wall / 60:.1f} minutes on {m.get('cpu_count', '?')} cores ({where})"
 
 
 def timed_demo(home: Path, extra: tuple[str, ...], preset: str, out: Path) -> tuple[float, str]:
